@@ -1,0 +1,250 @@
+//! The LIO configfs model. The root is injectable (default `/sys/kernel/config/target`) so that
+//! everything above runs on a plain directory in tests; [`FsOps`] carries the few operations a
+//! plain directory cannot mimic (configfs `mkdir` makes attribute files, `rmdir` removes them,
+//! writes have side effects). One type per configfs directory kind; each knows its path.
+//!
+//! CONTRACT (the engine relies on these signatures; bodies are filled in configfs/*.rs).
+
+pub mod fake;
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const DEFAULT_ROOT: &str = "/sys/kernel/config/target";
+pub const DEFAULT_LOCK: &str = "/var/run/rtslib_backstore.lock";
+
+/// The filesystem operations with configfs side effects.
+pub trait FsOps: Send + Sync {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()>;
+    fn rmdir(&self, path: &Path) -> std::io::Result<()>;
+    /// Write an attribute (never creates a file).
+    fn write(&self, path: &Path, value: &str) -> std::io::Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> std::io::Result<()>;
+    fn unlink(&self, link: &Path) -> std::io::Result<()>;
+}
+
+/// The real kernel: plain syscalls.
+pub struct RealFs;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageObject {
+    /// targetcli's name of the plugin: block, fileio, ramdisk, pscsi, user
+    pub plugin: String,
+    /// HBA directory, e.g. `iblock_0`
+    pub hba: String,
+    pub name: String,
+    /// `udev_path` (empty -> None)
+    pub udev_path: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// The unit serial (value of `wwn/vpd_unit_serial` without its label)
+    pub wwn: Option<String>,
+    pub enabled: bool,
+    pub readonly: bool,
+    /// `attrib/*` that are writable and readable
+    pub attributes: BTreeMap<String, String>,
+    pub path: PathBuf,
+}
+
+impl StorageObject {
+    pub fn element(&self) -> String {
+        format!("/backstores/{}/{}", self.plugin, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub fabric: String,
+    pub wwn: String,
+    pub tpgs: Vec<Tpg>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tpg {
+    pub tag: u16,
+    pub enabled: bool,
+    pub luns: Vec<Lun>,
+    pub acls: Vec<NodeAcl>,
+    /// `IP:PORT` directory names under `np/`
+    pub portals: Vec<String>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lun {
+    pub index: u64,
+    /// Name of the symlink inside the lun directory
+    pub link_name: String,
+    /// `(hba, name)` of the storage object it links to
+    pub storage_object: Option<(String, String)>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeAcl {
+    pub initiator: String,
+    pub mapped_luns: Vec<MappedLun>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MappedLun {
+    pub index: u64,
+    /// index of the TPG LUN it points to
+    pub tpg_lun: u64,
+    pub write_protect: bool,
+    pub link_name: String,
+    pub path: PathBuf,
+}
+
+/// One LUN that exports a storage object, with the ACL mappings of that LUN: all that
+/// adoption must re-create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LunExport {
+    pub fabric: String,
+    pub wwn: String,
+    pub tpg: PathBuf,
+    pub tpg_tag: u16,
+    pub tpg_enabled: bool,
+    pub lun: u64,
+    pub link_name: String,
+    pub mapped: Vec<MappedLun>,
+    /// acl directory of each entry of `mapped` (same order)
+    pub mapped_acls: Vec<PathBuf>,
+}
+
+/// What to create: an iblock storage object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IblockSpec {
+    pub name: String,
+    /// Reuse this hba directory (e.g. to keep `iblock_3`); None = lowest free index
+    pub hba: Option<String>,
+    pub dev: PathBuf,
+    pub wwn: Option<String>,
+    pub readonly: bool,
+    /// Written after enable, in key order; unknown or read-only ones are skipped with a warning
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The configfs tree under one root.
+#[derive(Clone)]
+pub struct ConfigFs {
+    root: PathBuf,
+    ops: Arc<dyn FsOps>,
+    lock_path: PathBuf,
+}
+
+/// Held while backstores are created or deleted (`flock` on rtslib's lock file).
+pub struct BackstoreLock {
+    _file: std::fs::File,
+}
+
+impl ConfigFs {
+    /// The real kernel tree at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> ConfigFs {
+        Self::with_ops(root, Arc::new(RealFs), PathBuf::from(DEFAULT_LOCK))
+    }
+
+    pub fn with_ops(root: impl Into<PathBuf>, ops: Arc<dyn FsOps>, lock_path: PathBuf) -> ConfigFs {
+        ConfigFs {
+            root: root.into(),
+            ops,
+            lock_path,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn ops(&self) -> &Arc<dyn FsOps> {
+        &self.ops
+    }
+
+    pub fn lock_path(&self) -> &Path {
+        &self.lock_path
+    }
+}
+
+#[allow(unused_variables)]
+impl ConfigFs {
+    /// Every storage object of every plugin under `core/`.
+    pub fn storage_objects(&self) -> Result<Vec<StorageObject>> {
+        todo!()
+    }
+    /// `plugin` is targetcli's name (block, fileio, ...). `Error::NotFound` if absent.
+    pub fn find_storage_object(&self, plugin: &str, name: &str) -> Result<StorageObject> {
+        let _ = Error::NotFound(String::new());
+        todo!()
+    }
+    /// All fabric targets (every directory under the root except `core`).
+    pub fn targets(&self) -> Result<Vec<Target>> {
+        todo!()
+    }
+    /// Every LUN that links to `so`, with its ACL mappings.
+    pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {
+        todo!()
+    }
+    /// Take rtslib's backstore lock.
+    pub fn lock(&self) -> Result<BackstoreLock> {
+        todo!()
+    }
+    /// rtslib order: mkdir hba (if new) -> mkdir so -> control udev_path[,readonly] -> enable ->
+    /// wwn/vpd_unit_serial -> attributes. On failure undoes what it did, in reverse order.
+    /// The caller holds [`ConfigFs::lock`].
+    pub fn create_iblock(&self, spec: &IblockSpec) -> Result<StorageObject> {
+        todo!()
+    }
+    /// Refuses (InUse) while a LUN links it. Removes the hba directory if it became empty.
+    pub fn delete_storage_object(&self, so: &StorageObject) -> Result<()> {
+        todo!()
+    }
+    pub fn set_tpg_enabled(&self, tpg: &Path, enabled: bool) -> Result<()> {
+        todo!()
+    }
+    /// mkdir `lun/lun_INDEX` and link it to `so` with `link_name`.
+    pub fn create_lun(&self, tpg: &Path, index: u64, so: &StorageObject, link_name: &str) -> Result<()> {
+        todo!()
+    }
+    /// Remove the link and `lun/lun_INDEX` (mapped LUNs pointing at it must be gone first).
+    pub fn delete_lun(&self, tpg: &Path, index: u64) -> Result<()> {
+        todo!()
+    }
+    /// mkdir `ACL/lun_INDEX`, link it to the TPG's `lun_TPGLUN`, set write_protect.
+    pub fn create_mapped_lun(&self, acl: &Path, index: u64, tpg_lun: u64, link_name: &str, write_protect: bool) -> Result<()> {
+        todo!()
+    }
+    pub fn delete_mapped_lun(&self, acl: &Path, index: u64) -> Result<()> {
+        todo!()
+    }
+    /// Create `FABRIC/WWN/tpgt_TAG` (and the target directory if needed); for tests and tools.
+    pub fn create_tpg(&self, fabric: &str, wwn: &str, tag: u16) -> Result<PathBuf> {
+        todo!()
+    }
+    /// Create `TPG/acls/INITIATOR`.
+    pub fn create_node_acl(&self, tpg: &Path, initiator: &str) -> Result<PathBuf> {
+        todo!()
+    }
+}
+
+#[allow(unused_variables)]
+impl FsOps for RealFs {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+        todo!()
+    }
+    fn rmdir(&self, path: &Path) -> std::io::Result<()> {
+        todo!()
+    }
+    fn write(&self, path: &Path, value: &str) -> std::io::Result<()> {
+        todo!()
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> std::io::Result<()> {
+        todo!()
+    }
+    fn unlink(&self, link: &Path) -> std::io::Result<()> {
+        todo!()
+    }
+}

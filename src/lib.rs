@@ -1,0 +1,17 @@
+//! lio-replica: the CIM `AttachReplica` method for Linux LIO targets, built from configfs and
+//! device-mapper.
+//!
+//! Layers, each testable on its own: [`configfs`] (root injectable) -> [`dm`] (a trait with the
+//! kernel backend and a simulated one) -> [`engine`] (one module per copy type) -> [`jobs`] ->
+//! [`api`] (JSON-RPC over a Unix socket) -> the CLI in the binary.
+
+pub mod api;
+pub mod configfs;
+pub mod dm;
+pub mod engine;
+pub mod error;
+pub mod jobs;
+pub mod names;
+pub mod service;
+
+pub use error::{Error, Result, ReturnCode};
