@@ -1,9 +1,41 @@
 //! Replication engine: composes configfs steps and device-mapper steps into plans that undo
-//! step by step. One module per copy type.
+//! step by step. One module per copy type:
+//!
+//! | CopyType | module | device-mapper stack under the source backstore |
+//! |---|---|---|
+//! | 2 Async | [`async_copy`] | `raid raid1`, target leg `write_mostly` + `max_write_behind` |
+//! | 3 Sync | [`sync`] | `mirror` (source leg first, `handle_errors`) |
+//! | 4 UnSyncAssoc | [`snapshot`] | `snapshot-origin`; the target serves `snapshot` with itself as COW |
+//! | 5 UnSyncUnAssoc | [`clone`] | `mirror` until in sync, then split back to `linear` |
+//!
+//! Every storage object taking part is first *adopted* ([`adopt`]): served through a `linear`
+//! device-mapper device this daemon owns, so tables can be swapped under a live LUN.
 
-use crate::service::Service;
+pub mod adopt;
+pub mod async_copy;
+pub mod clone;
+pub mod names;
+pub mod plan;
+pub mod relationship;
+pub mod snapshot;
+pub mod sync;
+
+#[cfg(test)]
+mod tests;
+
+use crate::configfs::{ConfigFs, StorageObject};
+use crate::dm::{DmBackend, DmName, LinearParams, TableLine, Target};
+use crate::error::{Error, Result, ReturnCode};
+use crate::jobs::JobManager;
+use crate::service::{
+    CopyType, JobView, MethodResult, RelationshipView, Service, StorageObjectView,
+};
+use relationship::Relationship;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::{info, info_span, warn};
 
 /// Which device-mapper backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +53,526 @@ pub struct ServeConfig {
     pub lock_path: PathBuf,
 }
 
+/// Knobs with defaults for production; tests shorten the waits.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest a suspend may take before the step counts as timed out (return value 3).
+    pub suspend_timeout: Duration,
+    /// Longest a job waits for a device event before re-reading the status.
+    pub poll_interval: Duration,
+    /// How long RequestStateChange waits for a job to stop.
+    pub stop_wait: Duration,
+    /// Mirror region size, sectors.
+    pub mirror_region: u64,
+    /// Snapshot chunk size, sectors.
+    pub snapshot_chunk: u64,
+    /// Size of each dm-raid metadata area carved from the Async target's tail, sectors.
+    pub raid_meta_sectors: u64,
+    /// dm-raid `max_write_behind` (kernel halves it: outstanding writes the replica may lag).
+    pub max_write_behind: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            suspend_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            stop_wait: Duration::from_secs(60),
+            mirror_region: 1024,
+            snapshot_chunk: 8,
+            raid_meta_sectors: 8192,
+            max_write_behind: 512,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub cfs: ConfigFs,
+    pub dm: Arc<dyn DmBackend>,
+    pub jobs: JobManager,
+    pub opts: Options,
+    /// Serialises every kernel change (control-plane operations are short).
+    kernel: Mutex<()>,
+    /// Elements an API call is working on right now.
+    claims: Mutex<BTreeSet<String>>,
+    /// Relationships by InstanceID.
+    pub rels: Mutex<BTreeMap<String, Relationship>>,
+}
+
+/// The engine. Cheap to clone; jobs hold a clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Removes its claims when dropped.
+pub(crate) struct Claim<'a> {
+    inner: &'a Inner,
+    keys: Vec<String>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut c = self.inner.claims.lock().unwrap();
+        for k in &self.keys {
+            c.remove(k);
+        }
+    }
+}
+
+/// A storage object resolved for an operation, with its size.
+#[derive(Debug, Clone)]
+pub(crate) struct Element {
+    pub so: StorageObject,
+    pub sectors: u64,
+}
+
+impl Inner {
+    /// Claim elements for the duration of a call; In Use if another call holds one.
+    pub fn claim(&self, keys: &[String]) -> Result<Claim<'_>> {
+        let mut c = self.claims.lock().unwrap();
+        if let Some(k) = keys.iter().find(|k| c.contains(*k)) {
+            return Err(Error::InUse(format!(
+                "{k} is being changed by another request"
+            )));
+        }
+        for k in keys {
+            c.insert(k.clone());
+        }
+        Ok(Claim {
+            inner: self,
+            keys: keys.to_vec(),
+        })
+    }
+
+    pub fn kernel_lock(&self) -> MutexGuard<'_, ()> {
+        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Relationship that `element` takes part in, if any.
+    pub fn relationship_of(&self, element: &str) -> Option<Relationship> {
+        self.rels
+            .lock()
+            .unwrap()
+            .values()
+            .find(|r| r.source == element || r.target == element)
+            .cloned()
+    }
+
+    /// Resolve an element name to an existing, replicable storage object.
+    pub fn resolve(&self, element: &str, role: &str) -> Result<Element> {
+        if element.trim().is_empty() {
+            return Err(Error::Invalid(format!("missing {role} element")));
+        }
+        let (plugin, name) = crate::names::parse_element(element)?;
+        let so = self
+            .cfs
+            .find_storage_object(&plugin, &name)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "{role} element /backstores/{plugin}/{name} does not exist"
+                )),
+                other => other,
+            })?;
+        if so.plugin != "block" {
+            return Err(Error::NotSupported(format!(
+                "{role} {} is a {} backstore; only block (iblock) backstores can be replicated, \
+                 because their device can be put under device-mapper",
+                so.element(),
+                so.plugin
+            )));
+        }
+        let dev = so.udev_path.clone().ok_or_else(|| {
+            Error::Invalid(format!("{role} {} has no udev_path set", so.element()))
+        })?;
+        if !so.enabled {
+            return Err(Error::Invalid(format!(
+                "{role} {} is not enabled",
+                so.element()
+            )));
+        }
+        let sectors = self.dm.size_sectors(std::path::Path::new(&dev))?;
+        Ok(Element { so, sectors })
+    }
+
+    /// Suspend `name`, load `table`, resume. On failure the device is left resumed with its
+    /// old table.
+    pub fn swap_table(&self, name: &DmName, table: &[TableLine]) -> Result<()> {
+        self.dm.suspend(name, false, self.opts.suspend_timeout)?;
+        if let Err(e) = self.dm.load(name, table) {
+            self.resume_after_failure(name);
+            return Err(e);
+        }
+        if let Err(e) = self.dm.resume(name) {
+            let _ = self.dm.clear(name);
+            self.resume_after_failure(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn resume_after_failure(&self, name: &DmName) {
+        if let Err(e) = self.dm.resume(name) {
+            warn!(device = %name, error = %e, "could not resume after a failed table swap");
+        }
+    }
+
+    /// A one-line linear table over `devno`.
+    pub fn linear(devno: &str, sectors: u64) -> Vec<TableLine> {
+        vec![TableLine {
+            start: 0,
+            length: sectors,
+            target: Target::Linear(LinearParams {
+                device: devno.to_string(),
+                offset: 0,
+            }),
+        }]
+    }
+
+    /// Write zeros over the first `bytes` of a device we own (COW header, raid metadata).
+    pub fn zero_head(&self, name: &DmName, bytes: usize) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let path = self.dm.device_path(name)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("seek", &path, e))?;
+        f.write_all(&vec![0u8; bytes])
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io_value("write zeros to", &path, &format!("{bytes} bytes"), e))?;
+        info!(device = %name, path = %path.display(), bytes, "zeroed device head");
+        Ok(())
+    }
+}
+
+fn validate_copy_type(ct: u16) -> Result<CopyType> {
+    match ct {
+        32768..=65535 => Err(Error::NotSupported(format!(
+            "CopyType {ct} is in the vendor-specific range; no vendor copy types are implemented"
+        ))),
+        _ => CopyType::from_value(ct).ok_or_else(|| {
+            Error::Invalid(format!(
+                "CopyType {ct} is not valid: use 2 Async, 3 Sync, 4 UnSyncAssoc or 5 UnSyncUnAssoc"
+            ))
+        }),
+    }
+}
+
+/// What a successful AttachReplica returns.
+pub(crate) struct Attached {
+    pub code: ReturnCode,
+    pub job: Option<String>,
+    pub relationship: Option<String>,
+}
+
+impl Engine {
+    /// Build the engine and rediscover relationships from the kernel.
+    pub fn new(cfs: ConfigFs, dm: Arc<dyn DmBackend>, opts: Options) -> Result<Engine> {
+        Self::with_jobs(cfs, dm, opts, JobManager::new())
+    }
+
+    pub fn with_jobs(
+        cfs: ConfigFs,
+        dm: Arc<dyn DmBackend>,
+        opts: Options,
+        jobs: JobManager,
+    ) -> Result<Engine> {
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfs,
+                dm,
+                jobs,
+                opts,
+                kernel: Mutex::new(()),
+                claims: Mutex::new(BTreeSet::new()),
+                rels: Mutex::new(BTreeMap::new()),
+            }),
+        };
+        relationship::rediscover(&engine)?;
+        Ok(engine)
+    }
+
+    pub fn jobs(&self) -> &JobManager {
+        &self.inner.jobs
+    }
+
+    fn attach(&self, source: &str, target: &str, ct: u16) -> Result<Attached> {
+        let ct = validate_copy_type(ct)?;
+        let i = &*self.inner;
+        if target.trim().is_empty() {
+            return Err(Error::Invalid("missing TargetElement".into()));
+        }
+        let (sp, sn) = crate::names::parse_element(source)?;
+        let (tp, tn) = crate::names::parse_element(target)?;
+        if (sp.as_str(), sn.as_str()) == (tp.as_str(), tn.as_str()) {
+            return Err(Error::Invalid(format!(
+                "source and target are the same element /backstores/{sp}/{sn}"
+            )));
+        }
+        let skey = format!("/backstores/{sp}/{sn}");
+        let tkey = format!("/backstores/{tp}/{tn}");
+        let _claim = i.claim(&[skey.clone(), tkey.clone()])?;
+        let _k = i.kernel_lock();
+        let src = i.resolve(&skey, "source")?;
+        let tgt = i.resolve(&tkey, "target")?;
+        for (el, role) in [(&src, "source"), (&tgt, "target")] {
+            if let Some(r) = i.relationship_of(&el.so.element()) {
+                return Err(Error::InUse(format!(
+                    "{role} {} is already in relationship {}",
+                    el.so.element(),
+                    r.id
+                )));
+            }
+        }
+        let exports = i.cfs.exports_of(&tgt.so)?;
+        if let Some(e) = exports.first() {
+            return Err(Error::InUse(format!(
+                "target {} is exported through {}/{}/tpgt_{}/lun_{}; remove the LUN first, \
+                 the replica's contents will be overwritten",
+                tgt.so.element(),
+                e.fabric,
+                e.wwn,
+                e.tpg_tag,
+                e.lun
+            )));
+        }
+        if tgt.sectors < src.sectors {
+            return Err(Error::Invalid(format!(
+                "target {} ({} sectors) is smaller than source {} ({} sectors)",
+                tgt.so.element(),
+                tgt.sectors,
+                src.so.element(),
+                src.sectors
+            )));
+        }
+        let span = info_span!("attach", source = %skey, target = %tkey, copy_type = ct.value());
+        let _s = span.enter();
+        match ct {
+            CopyType::Sync => sync::attach(self, src, tgt),
+            CopyType::Async => async_copy::attach(self, src, tgt),
+            CopyType::UnSyncAssoc => snapshot::attach(self, src, tgt),
+            CopyType::UnSyncUnAssoc => clone::attach(self, src, tgt),
+        }
+    }
+
+    fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
+        let i = &*self.inner;
+        let rel = i
+            .rels
+            .lock()
+            .unwrap()
+            .get(rel_id)
+            .cloned()
+            .or_else(|| i.relationship_of(rel_id))
+            .ok_or_else(|| Error::NotFound(format!("no relationship {rel_id:?}")))?;
+        let _claim = i.claim(&[rel.source.clone(), rel.target.clone()])?;
+        if let Some(job) = rel.job.as_ref().and_then(|j| i.jobs.get(j)) {
+            if !crate::service::JobState::is_final(job_state(&job)) {
+                return Err(Error::InUse(format!(
+                    "job {} is still working on relationship {}; wait for it or terminate it",
+                    job.instance_id, rel.id
+                )));
+            }
+        }
+        let _k = i.kernel_lock();
+        let span = info_span!("modify", relationship = %rel.id, operation = op);
+        let _s = span.enter();
+        use crate::service::operation::*;
+        match (op, rel.copy_type) {
+            (DETACH, _) => {
+                relationship::detach(self, &rel)?;
+                Ok(Attached {
+                    code: ReturnCode::Completed,
+                    job: None,
+                    relationship: Some(rel.id.clone()),
+                })
+            }
+            (FRACTURE, CopyType::Sync | CopyType::Async) => {
+                relationship::fracture(self, &rel)?;
+                Ok(Attached {
+                    code: ReturnCode::Completed,
+                    job: None,
+                    relationship: Some(rel.id.clone()),
+                })
+            }
+            (RESYNC, CopyType::Sync | CopyType::Async) => relationship::resync(self, &rel),
+            (RESYNC, CopyType::UnSyncAssoc) => snapshot::refresh(self, &rel),
+            (FRACTURE | RESYNC | RESTORE, ct) => Err(Error::NotSupported(format!(
+                "operation {op} is not supported for {ct:?} relationships"
+            ))),
+            (other, _) => Err(Error::Invalid(format!(
+                "operation {other} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore"
+            ))),
+        }
+    }
+
+    /// Put a storage object on a shim device of ours (idempotent).
+    pub fn adopt_element(&self, element: &str) -> Result<StorageObject> {
+        let i = &*self.inner;
+        let (p, n) = crate::names::parse_element(element)?;
+        let key = format!("/backstores/{p}/{n}");
+        let _claim = i.claim(std::slice::from_ref(&key))?;
+        let _k = i.kernel_lock();
+        let el = i.resolve(&key, "element")?;
+        let b = adopt::adopt(i, &el)?;
+        Ok(b.so)
+    }
+}
+
+pub(crate) fn job_state(v: &JobView) -> crate::service::JobState {
+    use crate::service::JobState::*;
+    match v.job_state {
+        2 => New,
+        3 => Starting,
+        4 => Running,
+        5 => Suspended,
+        7 => Completed,
+        8 => Terminated,
+        9 => Killed,
+        _ => Exception,
+    }
+}
+
+impl Service for Engine {
+    fn attach_replica(&self, source: &str, target: &str, copy_type: u16) -> MethodResult {
+        match self.attach(source, target, copy_type) {
+            Ok(a) => MethodResult::ok(a.code, a.job, a.relationship),
+            Err(e) => {
+                warn!(source, target, copy_type, error = %e, code = e.return_code().value(), "AttachReplica refused");
+                MethodResult::error(&e)
+            }
+        }
+    }
+
+    fn modify_synchronization(&self, relationship: &str, operation: u16) -> MethodResult {
+        match self.modify(relationship, operation) {
+            Ok(a) => MethodResult::ok(a.code, a.job, a.relationship),
+            Err(e) => {
+                warn!(relationship, operation, error = %e, "ModifySynchronization refused");
+                MethodResult::error(&e)
+            }
+        }
+    }
+
+    fn jobs(&self) -> Vec<JobView> {
+        self.inner.jobs.list()
+    }
+
+    fn job(&self, id: &str) -> Option<JobView> {
+        self.inner.jobs.get(id)
+    }
+
+    fn request_state_change(&self, id: &str, requested_state: u16) -> MethodResult {
+        match self
+            .inner
+            .jobs
+            .request_stop(id, requested_state, self.inner.opts.stop_wait)
+        {
+            Ok(v) => MethodResult::ok(ReturnCode::Completed, Some(v.instance_id), v.relationship),
+            Err(e) => MethodResult::error(&e),
+        }
+    }
+
+    fn get_error(&self, id: &str) -> Option<Option<String>> {
+        self.inner.jobs.get(id).map(|v| v.error_description)
+    }
+
+    fn relationships(&self) -> Result<Vec<RelationshipView>> {
+        let rels: Vec<Relationship> = self.inner.rels.lock().unwrap().values().cloned().collect();
+        Ok(rels
+            .iter()
+            .map(|r| relationship::view(&self.inner, r))
+            .collect())
+    }
+
+    fn storage_objects(&self) -> Result<Vec<StorageObjectView>> {
+        let i = &*self.inner;
+        let targets = i.cfs.targets()?;
+        let ours: BTreeMap<String, String> =
+            i.dm.list()?
+                .into_iter()
+                .filter_map(|d| {
+                    let n = names::shim_object(&d.name)?;
+                    Some((n, d.devno()))
+                })
+                .collect();
+        let rels = i.rels.lock().unwrap().clone();
+        Ok(i.cfs
+            .storage_objects()?
+            .into_iter()
+            .map(|so| {
+                let mut exported_by = Vec::new();
+                for t in &targets {
+                    for tpg in &t.tpgs {
+                        for lun in &tpg.luns {
+                            if lun.storage_object.as_ref()
+                                == Some(&(so.hba.clone(), so.name.clone()))
+                            {
+                                exported_by.push(format!(
+                                    "{}/{}/tpgt_{}/lun_{}",
+                                    t.fabric, t.wwn, tpg.tag, lun.index
+                                ));
+                            }
+                        }
+                    }
+                }
+                let adopted = so.plugin == "block"
+                    && ours.get(&so.name).is_some_and(|devno| {
+                        so.udev_path.as_ref().is_some_and(|p| {
+                            i.dm.devno_of(std::path::Path::new(p)).ok().as_ref() == Some(devno)
+                        })
+                    });
+                let el = so.element();
+                let relationship = rels
+                    .values()
+                    .find(|r| r.source == el || r.target == el)
+                    .map(|r| r.id.clone());
+                let size_bytes = so.size_bytes.or_else(|| {
+                    so.udev_path.as_ref().and_then(|p| {
+                        i.dm.size_sectors(std::path::Path::new(p))
+                            .ok()
+                            .map(|s| s * 512)
+                    })
+                });
+                StorageObjectView {
+                    element: el,
+                    plugin: so.plugin,
+                    name: so.name,
+                    hba: so.hba,
+                    device: so.udev_path,
+                    size_bytes,
+                    wwn: so.wwn,
+                    enabled: so.enabled,
+                    readonly: so.readonly,
+                    exported_by,
+                    adopted,
+                    relationship,
+                }
+            })
+            .collect())
+    }
+
+    fn adopt(&self, element: &str) -> MethodResult {
+        match self.adopt_element(element) {
+            Ok(_) => MethodResult::ok(ReturnCode::Completed, None, None),
+            Err(e) => MethodResult::error(&e),
+        }
+    }
+}
+
 /// Build the engine behind the API.
 pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
-    let _ = cfg;
-    anyhow::bail!("engine not built yet")
+    use anyhow::Context;
+    let cfs = ConfigFs::with_ops(
+        cfg.configfs_root.clone(),
+        Arc::new(crate::configfs::RealFs),
+        cfg.lock_path.clone(),
+    );
+    let dm: Arc<dyn DmBackend> = match cfg.dm {
+        DmChoice::Kernel | DmChoice::Sim => anyhow::bail!("device-mapper backend not wired yet"),
+    };
+    let engine = Engine::new(cfs, dm, Options::default()).context("starting the engine")?;
+    Ok(Arc::new(engine))
 }

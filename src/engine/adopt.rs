@@ -1,0 +1,263 @@
+//! Adoption: re-create a backstore on a `linear` device-mapper shim over the same device,
+//! keeping its name, HBA directory, unit serial, attributes, LUN numbers and ACL mappings.
+//! The TPGs exporting it are disabled only for the swap; initiators recover through iSCSI
+//! reconnection. `release` is the inverse, used when a later step of a plan fails.
+
+use super::plan::Plan;
+use super::{names, Element, Inner};
+use crate::configfs::{IblockSpec, StorageObject};
+use crate::dm::{DmName, Target};
+use crate::error::{Error, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// A storage object served through its shim.
+#[derive(Debug, Clone)]
+pub(crate) struct Backing {
+    pub so: StorageObject,
+    pub shim: DmName,
+    /// `major:minor` of the device under the shim.
+    pub raw: String,
+    pub sectors: u64,
+}
+
+fn spec_of(so: &StorageObject, dev: &str) -> IblockSpec {
+    IblockSpec {
+        name: so.name.clone(),
+        hba: Some(so.hba.clone()),
+        dev: PathBuf::from(dev),
+        wwn: so.wwn.clone(),
+        readonly: so.readonly,
+        attributes: so.attributes.clone(),
+    }
+}
+
+/// The raw device under a shim, read from its live table.
+pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
+    let table = i.dm.table(shim)?;
+    let line = table
+        .first()
+        .ok_or_else(|| Error::Other(format!("device {shim} has no table")))?;
+    Ok(match &line.target {
+        Target::Linear(l) => l.device.clone(),
+        Target::Mirror(m) => m
+            .legs
+            .first()
+            .map(|l| l.device.clone())
+            .ok_or_else(|| Error::Other(format!("mirror {shim} has no legs")))?,
+        Target::Raid(r) => r
+            .devices
+            .first()
+            .map(|d| d.data.clone())
+            .ok_or_else(|| Error::Other(format!("raid {shim} has no devices")))?,
+        Target::SnapshotOrigin(o) => o.device.clone(),
+        // a snapshot shim serves a target: its own device is the COW store
+        Target::Snapshot(s) => s.cow.clone(),
+        other => {
+            return Err(Error::Other(format!(
+                "device {shim} has an unexpected table {other:?}"
+            )))
+        }
+    })
+}
+
+/// If `el` is already served through its shim, describe it.
+pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
+    let shim = names::shim(&el.so.name)?;
+    let Some(info) = i.dm.info(&shim)? else {
+        return Ok(None);
+    };
+    let udev = el.so.udev_path.clone().unwrap_or_default();
+    let on_shim =
+        i.dm.device_path(&shim)
+            .map(|p| p.to_string_lossy() == udev)
+            .unwrap_or(false)
+            || i.dm.devno_of(std::path::Path::new(&udev)).ok() == Some(info.devno());
+    if on_shim {
+        return Ok(Some(Backing {
+            so: el.so.clone(),
+            raw: raw_under(i, &shim)?,
+            shim,
+            sectors: el.sectors,
+        }));
+    }
+    // A shim of ours that nothing uses, left by an interrupted adoption: remove it if it sits
+    // on the very device the backstore uses now; otherwise refuse to guess.
+    let raw = raw_under(i, &shim).ok();
+    if info.open_count == 0
+        && raw.is_some()
+        && raw == i.dm.devno_of(std::path::Path::new(&udev)).ok()
+    {
+        warn!(device = %shim, "removing an unused shim left by an interrupted adoption");
+        i.dm.remove(&shim)?;
+        info!(device = %shim, "removed device");
+        return Ok(None);
+    }
+    Err(Error::InUse(format!(
+        "device-mapper device {shim} exists but {} is not served by it; inspect it with \
+         `dmsetup table {shim}`",
+        el.so.element()
+    )))
+}
+
+/// Re-create `so` on `new_dev`, running `middle` (with its undo) between deleting the old
+/// storage object and creating the new one. Everything is undone on failure.
+fn rebuild_on<'a>(
+    i: &'a Inner,
+    so: &StorageObject,
+    what: String,
+    new_dev: &dyn Fn() -> Result<String>,
+    middle_desc: String,
+    middle: impl FnOnce() -> Result<()>,
+    middle_undo: impl FnOnce() -> Result<()> + Send + 'a,
+) -> Result<StorageObject> {
+    let exports = i.cfs.exports_of(so)?;
+    let _lock = i.cfs.lock()?;
+    let tpgs: BTreeSet<PathBuf> = exports
+        .iter()
+        .filter(|e| e.tpg_enabled)
+        .map(|e| e.tpg.clone())
+        .collect();
+    let old_dev = so.udev_path.clone().unwrap_or_default();
+    let spec_old = spec_of(so, &old_dev);
+    let cfs = &i.cfs;
+    Plan::new(what).run(|p| {
+        for tpg in &tpgs {
+            p.step(
+                format!("disable {}", tpg.display()),
+                || cfs.set_tpg_enabled(tpg, false),
+                move || cfs.set_tpg_enabled(tpg, true),
+            )?;
+        }
+        for e in &exports {
+            for (m, acl) in e.mapped.iter().zip(&e.mapped_acls) {
+                p.step(
+                    format!("delete mapped LUN {}", m.path.display()),
+                    || cfs.delete_mapped_lun(acl, m.index),
+                    move || {
+                        cfs.create_mapped_lun(acl, m.index, e.lun, &m.link_name, m.write_protect)
+                    },
+                )?;
+            }
+        }
+        for e in &exports {
+            p.step(
+                format!("delete LUN {}/lun/lun_{}", e.tpg.display(), e.lun),
+                || cfs.delete_lun(&e.tpg, e.lun),
+                move || cfs.create_lun(&e.tpg, e.lun, so, &e.link_name),
+            )?;
+        }
+        p.step(
+            format!("delete storage object {}", so.path.display()),
+            || cfs.delete_storage_object(so),
+            move || cfs.create_iblock(&spec_old).map(|_| ()),
+        )?;
+        p.step(middle_desc, middle, middle_undo)?;
+        let new_dev = new_dev()?;
+        let spec_new = spec_of(so, &new_dev);
+        let name = so.name.clone();
+        let new_so = p.step(
+            format!("create storage object {} on {new_dev}", so.element()),
+            || cfs.create_iblock(&spec_new),
+            move || {
+                let cur = cfs.find_storage_object("block", &name)?;
+                cfs.delete_storage_object(&cur)
+            },
+        )?;
+        for e in &exports {
+            let new_so = &new_so;
+            p.step(
+                format!("create LUN {}/lun/lun_{}", e.tpg.display(), e.lun),
+                || cfs.create_lun(&e.tpg, e.lun, new_so, &e.link_name),
+                move || cfs.delete_lun(&e.tpg, e.lun),
+            )?;
+        }
+        for e in &exports {
+            for (m, acl) in e.mapped.iter().zip(&e.mapped_acls) {
+                p.step(
+                    format!("create mapped LUN {}", m.path.display()),
+                    || cfs.create_mapped_lun(acl, m.index, e.lun, &m.link_name, m.write_protect),
+                    move || cfs.delete_mapped_lun(acl, m.index),
+                )?;
+            }
+        }
+        for tpg in &tpgs {
+            p.step(
+                format!("enable {}", tpg.display()),
+                || cfs.set_tpg_enabled(tpg, true),
+                move || cfs.set_tpg_enabled(tpg, false),
+            )?;
+        }
+        Ok(new_so)
+    })
+}
+
+/// Adopt `el` (no-op if already adopted). Complete, or rolled back entirely.
+pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
+    if let Some(b) = adopted(i, el)? {
+        return Ok(b);
+    }
+    let so = &el.so;
+    let shim = names::shim(&so.name)?;
+    let raw_path = so
+        .udev_path
+        .clone()
+        .ok_or_else(|| Error::Invalid(format!("{} has no udev_path", so.element())))?;
+    let raw = i.dm.devno_of(std::path::Path::new(&raw_path))?;
+    let table = Inner::linear(&raw, el.sectors);
+    let dm = &i.dm;
+    let shim_c = shim.clone();
+    let new_so = rebuild_on(
+        i,
+        so,
+        format!("adopt {}", so.element()),
+        &|| Ok(dm.device_path(&shim)?.to_string_lossy().into_owned()),
+        format!("create {shim} over {raw}"),
+        || dm.create(&shim, &table).map(|_| ()),
+        move || dm.remove(&shim_c),
+    )?;
+    info!(element = %so.element(), device = %shim, "adopted");
+    Ok(Backing {
+        so: new_so,
+        shim,
+        raw,
+        sectors: el.sectors,
+    })
+}
+
+/// Put a storage object back on its raw device and remove its shim (the inverse of adopt).
+pub(crate) fn release(i: &Inner, b: &Backing, raw_path: &str) -> Result<()> {
+    let so = i.cfs.find_storage_object("block", &b.so.name)?;
+    let dm = &i.dm;
+    let table = Inner::linear(&b.raw, b.sectors);
+    let shim = b.shim.clone();
+    rebuild_on(
+        i,
+        &so,
+        format!("release {}", so.element()),
+        &|| Ok(raw_path.to_string()),
+        format!("remove {shim}"),
+        || dm.remove(&b.shim),
+        move || dm.create(&shim, &table).map(|_| ()),
+    )?;
+    info!(element = %so.element(), "released to its raw device");
+    Ok(())
+}
+
+/// Adopt `el` as one step of a bigger plan: if the plan rolls back later, the storage object
+/// is put back on its raw device. Already adopted objects are left as they are.
+pub(crate) fn adopt_step<'a>(i: &'a Inner, el: &Element, p: &mut Plan<'a>) -> Result<Backing> {
+    if let Some(b) = adopted(i, el)? {
+        return Ok(b);
+    }
+    let raw_path = el.so.udev_path.clone().unwrap_or_default();
+    let b = adopt(i, el)?;
+    let undo = b.clone();
+    p.step(
+        format!("adopt {}", el.so.element()),
+        || Ok(()),
+        move || release(i, &undo, &raw_path),
+    )?;
+    Ok(b)
+}

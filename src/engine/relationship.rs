@@ -1,0 +1,620 @@
+//! Relationships (CIM_StorageSynchronized): what the kernel holds, how its state is read,
+//! how they end, and how they are found again when the daemon starts.
+//!
+//! A relationship is recorded in the kernel by a one-sector device `relCT-SOURCE` whose table
+//! points at the target's raw device; with the shims' tables this is all that is needed to
+//! rebuild it after a daemon restart.
+
+use super::adopt::{self, Backing};
+use super::plan::Plan;
+use super::{names, Attached, Engine, Inner};
+use crate::dm::table::RaidDevice;
+use crate::dm::DmName;
+use crate::dm::{
+    LinearParams, MirrorParams, MirrorStatus, RaidParams, RaidStatus, SnapshotStatus, TableLine,
+    Target,
+};
+use crate::error::{Error, Result, ReturnCode};
+use crate::jobs::{JobCtx, JobSpec, JobStop};
+use crate::service::{CopyType, RelationshipView, SyncState};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relationship {
+    /// `SOURCE/TARGET` (storage object names)
+    pub id: String,
+    /// `/backstores/block/SOURCE`
+    pub source: String,
+    pub target: String,
+    pub source_name: String,
+    pub target_name: String,
+    pub copy_type: CopyType,
+    pub src_shim: DmName,
+    pub tgt_shim: DmName,
+    pub tag: DmName,
+    /// `major:minor` of the raw devices
+    pub src_raw: String,
+    pub tgt_raw: String,
+    /// source size in sectors
+    pub sectors: u64,
+    /// target size in sectors (its shim's linear table spans it all)
+    pub target_sectors: u64,
+    pub job: Option<String>,
+    pub when_synced: Option<u64>,
+    /// Why the relationship is broken, when a job found out.
+    pub broken: Option<String>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Relationship {
+    pub(crate) fn new(ct: CopyType, src: &Backing, tgt: &Backing) -> Result<Relationship> {
+        Ok(Relationship {
+            id: format!("{}/{}", src.so.name, tgt.so.name),
+            source: src.so.element(),
+            target: tgt.so.element(),
+            source_name: src.so.name.clone(),
+            target_name: tgt.so.name.clone(),
+            copy_type: ct,
+            src_shim: src.shim.clone(),
+            tgt_shim: tgt.shim.clone(),
+            tag: names::tag(ct, &src.so.name)?,
+            src_raw: src.raw.clone(),
+            tgt_raw: tgt.raw.clone(),
+            sectors: src.sectors,
+            target_sectors: tgt.sectors,
+            job: None,
+            when_synced: None,
+            broken: None,
+        })
+    }
+
+    pub(crate) fn meta_names(&self) -> Result<[DmName; 2]> {
+        Ok([
+            names::meta(0, &self.source_name)?,
+            names::meta(1, &self.source_name)?,
+        ])
+    }
+}
+
+/// Create the record device as a plan step.
+pub(crate) fn create_tag_step<'a>(
+    i: &'a Inner,
+    rel: &Relationship,
+    p: &mut Plan<'a>,
+) -> Result<()> {
+    let table = vec![TableLine {
+        start: 0,
+        length: 1,
+        target: Target::Linear(LinearParams {
+            device: rel.tgt_raw.clone(),
+            offset: 0,
+        }),
+    }];
+    let tag = rel.tag.clone();
+    let tag2 = tag.clone();
+    p.step(
+        format!("create {tag}"),
+        || i.dm.create(&tag, &table).map(|_| ()),
+        move || i.dm.remove(&tag2),
+    )
+}
+
+pub(crate) fn mirror_table(i: &Inner, rel: &Relationship) -> Vec<TableLine> {
+    vec![TableLine {
+        start: 0,
+        length: rel.sectors,
+        target: Target::Mirror(MirrorParams {
+            region_size: i.opts.mirror_region,
+            nosync: false,
+            legs: vec![
+                LinearParams {
+                    device: rel.src_raw.clone(),
+                    offset: 0,
+                },
+                LinearParams {
+                    device: rel.tgt_raw.clone(),
+                    offset: 0,
+                },
+            ],
+            handle_errors: true,
+        }),
+    }]
+}
+
+pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Vec<TableLine> {
+    let [m0, m1] = meta;
+    vec![TableLine {
+        start: 0,
+        length: rel.sectors,
+        target: Target::Raid(RaidParams {
+            region_size: None,
+            nosync: false,
+            rebuild: vec![1],
+            write_mostly: vec![1],
+            max_write_behind: Some(i.opts.max_write_behind),
+            devices: vec![
+                RaidDevice {
+                    meta: Some(m0),
+                    data: rel.src_raw.clone(),
+                },
+                RaidDevice {
+                    meta: Some(m1),
+                    data: rel.tgt_raw.clone(),
+                },
+            ],
+        }),
+    }]
+}
+
+/// The table that replicates for a maintained relationship (mirror or raid).
+pub(crate) fn replicating_table(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
+    Ok(match rel.copy_type {
+        CopyType::Async => {
+            let [m0, m1] = rel.meta_names()?;
+            let devno = |n: &DmName| -> Result<String> {
+                i.dm.info(n)?
+                    .map(|d| d.devno())
+                    .ok_or_else(|| Error::Other(format!("metadata device {n} is missing")))
+            };
+            raid_table(i, rel, [devno(&m0)?, devno(&m1)?])
+        }
+        _ => mirror_table(i, rel),
+    })
+}
+
+pub(crate) fn register(i: &Inner, rel: Relationship) {
+    info!(relationship = %rel.id, copy_type = ?rel.copy_type, "relationship recorded");
+    i.rels.lock().unwrap().insert(rel.id.clone(), rel);
+}
+
+fn unregister(i: &Inner, id: &str) {
+    i.rels.lock().unwrap().remove(id);
+}
+
+/// Progress of a replicating table, read from the kernel.
+pub(crate) struct Progress {
+    pub percent: u16,
+    pub synced: bool,
+    pub failed: Option<String>,
+    pub replicating: bool,
+}
+
+pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
+    let st = i.dm.status(&rel.src_shim)?;
+    let line = st
+        .first()
+        .ok_or_else(|| Error::Other(format!("{} has no status", rel.src_shim)))?;
+    match line.target_type.as_str() {
+        "mirror" => {
+            let s = MirrorStatus::parse(&line.params)?;
+            let failed = s.health.iter().position(|c| *c != 'A').map(|leg| {
+                format!(
+                    "mirror leg {leg} ({}) failed: health {}",
+                    s.devices.get(leg).cloned().unwrap_or_default(),
+                    s.health.iter().collect::<String>()
+                )
+            });
+            Ok(Progress {
+                percent: pct(s.in_sync, s.total),
+                synced: s.total > 0 && s.in_sync == s.total,
+                failed,
+                replicating: true,
+            })
+        }
+        "raid" => {
+            let s = RaidStatus::parse(&line.params)?;
+            let failed = s.health.iter().position(|c| *c == 'D').map(|leg| {
+                format!(
+                    "raid1 leg {leg} failed: health {}",
+                    s.health.iter().collect::<String>()
+                )
+            });
+            Ok(Progress {
+                percent: pct(s.in_sync, s.total),
+                synced: s.total > 0 && s.in_sync == s.total && s.sync_action == "idle",
+                failed,
+                replicating: true,
+            })
+        }
+        _ => Ok(Progress {
+            percent: 0,
+            synced: false,
+            failed: None,
+            replicating: false,
+        }),
+    }
+}
+
+/// Whole percent, 100 only when complete.
+fn pct(done: u64, total: u64) -> u16 {
+    if total == 0 {
+        return 0;
+    }
+    if done >= total {
+        return 100;
+    }
+    (done.saturating_mul(100) / total).min(99) as u16
+}
+
+/// What a sync job does once the copy is in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// Keep replicating (Sync, Async): the job ends, the relationship stays.
+    Keep,
+    /// Split the mirror and end the relationship (UnSyncUnAssoc).
+    Split,
+}
+
+/// Start a job that follows the copy of `rel` (already registered).
+pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) -> Result<String> {
+    let i = &*e.inner;
+    let rel = i
+        .rels
+        .lock()
+        .unwrap()
+        .get(rel_id)
+        .cloned()
+        .ok_or_else(|| Error::Other(format!("relationship {rel_id} vanished")))?;
+    let spec = JobSpec {
+        name: format!(
+            "{what} {} -> {} (CopyType {})",
+            rel.source,
+            rel.target,
+            rel.copy_type.value()
+        ),
+        source: rel.source.clone(),
+        target: rel.target.clone(),
+        copy_type: rel.copy_type.value(),
+        relationship: (finish == Finish::Keep).then(|| rel.id.clone()),
+    };
+    let e2 = e.clone();
+    let id_for_job = rel.id.clone();
+    // hold the map while submitting so the job sees its own id recorded
+    let mut rels = i.rels.lock().unwrap();
+    let job = i
+        .jobs
+        .submit(spec, move |ctx| follow(&e2, &id_for_job, ctx, finish));
+    if let Some(r) = rels.get_mut(&rel.id) {
+        r.job = Some(job.clone());
+    }
+    Ok(job)
+}
+
+fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), JobStop> {
+    let i = &*e.inner;
+    let mut event = None;
+    loop {
+        let rel = i
+            .rels
+            .lock()
+            .unwrap()
+            .get(rel_id)
+            .cloned()
+            .ok_or_else(|| Error::Other(format!("relationship {rel_id} was removed")))?;
+        if let Some(state) = ctx.stop_requested() {
+            let _k = i.kernel_lock();
+            info!(job = %ctx.id(), relationship = %rel.id, "stopping: rolling the relationship back");
+            teardown(i, &rel)?;
+            return Err(JobStop::Requested(state));
+        }
+        let pr = progress(i, &rel)?;
+        ctx.set_percent(if pr.synced { 100 } else { pr.percent.min(99) });
+        if let Some(why) = pr.failed {
+            let msg = format!("relationship {} is broken: {why}", rel.id);
+            if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
+                r.broken = Some(why);
+            }
+            return Err(JobStop::Failed(Error::kernel(
+                "replicate",
+                rel.src_shim.to_string(),
+                msg,
+            )));
+        }
+        if !pr.replicating {
+            return Err(JobStop::Failed(Error::Other(format!(
+                "{} no longer carries a replicating table",
+                rel.src_shim
+            ))));
+        }
+        if pr.synced {
+            match finish {
+                Finish::Keep => {
+                    if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
+                        r.when_synced = Some(now_secs());
+                    }
+                    info!(relationship = %rel.id, "in sync");
+                }
+                Finish::Split => {
+                    let _k = i.kernel_lock();
+                    teardown(i, &rel)?;
+                    info!(relationship = %rel.id, "copy complete; split at this point in time");
+                }
+            }
+            return Ok(());
+        }
+        let current = match event {
+            Some(ev) => ev,
+            None => i.dm.info(&rel.src_shim)?.map(|d| d.event_nr).unwrap_or(0),
+        };
+        event = Some(i.dm.wait_event(&rel.src_shim, current, i.opts.poll_interval)?);
+    }
+}
+
+/// Undo the relationship in the kernel: the source back on `linear`, the target back on
+/// `linear` (snapshot), metadata devices and the record removed. The relationship is
+/// forgotten. Both storage objects stay adopted.
+pub(crate) fn teardown(i: &Inner, rel: &Relationship) -> Result<()> {
+    if rel.copy_type == CopyType::UnSyncAssoc {
+        // the snapshot first: it unregisters from the origin
+        i.swap_table(
+            &rel.tgt_shim,
+            &Inner::linear(&rel.tgt_raw, rel.target_sectors),
+        )?;
+    }
+    let src_is_linear = matches!(
+        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
+        Some(Target::Linear(_))
+    );
+    if !src_is_linear {
+        i.swap_table(&rel.src_shim, &Inner::linear(&rel.src_raw, rel.sectors))?;
+    }
+    if rel.copy_type == CopyType::Async {
+        for m in rel.meta_names()?.iter().rev() {
+            if i.dm.info(m)?.is_some() {
+                i.dm.remove(m)?;
+            }
+        }
+    }
+    if i.dm.info(&rel.tag)?.is_some() {
+        i.dm.remove(&rel.tag)?;
+    }
+    unregister(i, &rel.id);
+    info!(relationship = %rel.id, "relationship ended");
+    Ok(())
+}
+
+/// Size in sectors of a device known by `major:minor` (sysfs), for rediscovery.
+fn sectors_of_devno(devno: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/dev/block/{devno}/size"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// ModifySynchronization Detach.
+pub(crate) fn detach(e: &Engine, rel: &Relationship) -> Result<()> {
+    teardown(&e.inner, rel)
+}
+
+/// ModifySynchronization Fracture: the source back on linear; the target keeps the image of
+/// this moment.
+pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
+    let i = &*e.inner;
+    if matches!(
+        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
+        Some(Target::Linear(_))
+    ) {
+        return Err(Error::Invalid(format!(
+            "relationship {} is already fractured",
+            rel.id
+        )));
+    }
+    i.swap_table(&rel.src_shim, &Inner::linear(&rel.src_raw, rel.sectors))?;
+    if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
+        r.when_synced = None;
+    }
+    info!(relationship = %rel.id, "fractured");
+    Ok(())
+}
+
+/// ModifySynchronization Resync: replicate again (full copy; no change tracking while
+/// fractured), followed by a job.
+pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
+    let i = &*e.inner;
+    if !matches!(
+        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
+        Some(Target::Linear(_))
+    ) {
+        return Err(Error::Invalid(format!(
+            "relationship {} is not fractured; nothing to resync",
+            rel.id
+        )));
+    }
+    let table = replicating_table(i, rel)?;
+    if rel.copy_type == CopyType::Async {
+        for m in rel.meta_names()? {
+            i.zero_head(&m, (i.opts.raid_meta_sectors * 512) as usize)?;
+        }
+    }
+    i.swap_table(&rel.src_shim, &table)?;
+    if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
+        r.broken = None;
+    }
+    let job = start_job(e, &rel.id, Finish::Keep, "resync")?;
+    Ok(Attached {
+        code: ReturnCode::JobStarted,
+        job: Some(job),
+        relationship: Some(rel.id.clone()),
+    })
+}
+
+/// The relationship as the API shows it, with its state read from the kernel now.
+pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
+    let mut v = RelationshipView {
+        instance_id: rel.id.clone(),
+        system_element: rel.source.clone(),
+        synced_element: rel.target.clone(),
+        copy_type: rel.copy_type.value(),
+        sync_state: SyncState::Broken.value(),
+        sync_state_name: String::new(),
+        sync_maintained: matches!(rel.copy_type, CopyType::Sync | CopyType::Async),
+        percent_synced: 0,
+        when_synced: rel.when_synced,
+        progress_status: None,
+        cow_used_sectors: None,
+        cow_total_sectors: None,
+        max_lag_writes: None,
+    };
+    let state = match live_state(i, rel, &mut v) {
+        Ok(s) => s,
+        Err(e) => {
+            v.progress_status = Some(format!("cannot read the kernel state: {e}"));
+            SyncState::Broken
+        }
+    };
+    v.sync_state = state.value();
+    v.sync_state_name = format!("{state:?}");
+    v
+}
+
+fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result<SyncState> {
+    if rel.copy_type == CopyType::UnSyncAssoc {
+        let st = i.dm.status(&rel.tgt_shim)?;
+        let line = st
+            .first()
+            .ok_or_else(|| Error::Other(format!("{} has no status", rel.tgt_shim)))?;
+        if line.target_type != "snapshot" {
+            v.progress_status = Some(format!("{} is not a snapshot any more", rel.tgt_shim));
+            return Ok(SyncState::Broken);
+        }
+        return Ok(match SnapshotStatus::parse(&line.params)? {
+            SnapshotStatus::Active { used, total, .. } => {
+                v.cow_used_sectors = Some(used);
+                v.cow_total_sectors = Some(total);
+                v.percent_synced = 100;
+                v.progress_status = Some(format!(
+                    "point-in-time image; COW store {used}/{total} sectors used ({}%)",
+                    used * 100 / total.max(1)
+                ));
+                SyncState::Idle
+            }
+            other => {
+                v.progress_status = Some(format!(
+                    "snapshot is {other:?}: the COW store overflowed or failed; the image is lost, the source is unaffected"
+                ));
+                SyncState::Broken
+            }
+        });
+    }
+    let pr = progress(i, rel)?;
+    if !pr.replicating {
+        v.progress_status = Some("fractured: the target keeps the image of the fracture".into());
+        return Ok(SyncState::Fractured);
+    }
+    v.percent_synced = pr.percent;
+    if rel.copy_type == CopyType::Async {
+        v.max_lag_writes = Some(i.opts.max_write_behind / 2);
+    }
+    if let Some(why) = pr.failed.or_else(|| rel.broken.clone()) {
+        v.progress_status = Some(why);
+        return Ok(SyncState::Broken);
+    }
+    Ok(match (rel.copy_type, pr.synced) {
+        (CopyType::UnSyncUnAssoc, _) => {
+            v.progress_status = Some(format!("copying, {}%", pr.percent));
+            SyncState::CopyInProgress
+        }
+        (CopyType::Async, true) => {
+            v.progress_status = Some(format!(
+                "in sync; the replica may lag by up to {} writes (write-behind)",
+                i.opts.max_write_behind / 2
+            ));
+            SyncState::Synchronized
+        }
+        (_, true) => SyncState::Synchronized,
+        (_, false) => {
+            v.progress_status = Some(format!("resynchronising, {}%", pr.percent));
+            SyncState::ResyncInProgress
+        }
+    })
+}
+
+/// Find relationships from the kernel's record devices and the shims' tables.
+pub(crate) fn rediscover(e: &Engine) -> Result<()> {
+    let i = &*e.inner;
+    let devs = i.dm.list()?;
+    let shims: Vec<(String, DmName)> = devs
+        .iter()
+        .filter_map(|d| names::shim_object(&d.name).map(|n| (n, d.name.clone())))
+        .collect();
+    let mut resume_clones = Vec::new();
+    for d in &devs {
+        let Some((ct, src_name)) = names::parse_tag(&d.name) else {
+            continue;
+        };
+        let found = (|| -> Result<Relationship> {
+            let tgt_raw = match i.dm.table(&d.name)?.first().map(|l| l.target.clone()) {
+                Some(Target::Linear(l)) => l.device,
+                other => return Err(Error::Other(format!("unexpected record table {other:?}"))),
+            };
+            let src_shim = names::shim(&src_name)?;
+            if !shims.iter().any(|(_, s)| *s == src_shim) {
+                return Err(Error::Other(format!("source shim {src_shim} is missing")));
+            }
+            let (tgt_name, tgt_shim) = shims
+                .iter()
+                .filter(|(_, s)| *s != src_shim)
+                .find(|(_, s)| adopt::raw_under(i, s).ok().as_deref() == Some(tgt_raw.as_str()))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Other(format!("no shim serves the target device {tgt_raw}"))
+                })?;
+            let src_raw = adopt::raw_under(i, &src_shim)?;
+            let span = |n: &DmName| -> Result<u64> {
+                Ok(i.dm
+                    .table(n)?
+                    .iter()
+                    .map(|l| l.start + l.length)
+                    .max()
+                    .unwrap_or(0))
+            };
+            let sectors = span(&src_shim)?;
+            let target_sectors = match i.dm.table(&tgt_shim)?.first().map(|l| &l.target) {
+                Some(Target::Linear(_)) => span(&tgt_shim)?,
+                _ => sectors_of_devno(&tgt_raw).unwrap_or(sectors),
+            };
+            Ok(Relationship {
+                id: format!("{src_name}/{tgt_name}"),
+                source: format!("/backstores/block/{src_name}"),
+                target: format!("/backstores/block/{tgt_name}"),
+                source_name: src_name.clone(),
+                target_name: tgt_name,
+                copy_type: ct,
+                src_shim,
+                tgt_shim,
+                tag: d.name.clone(),
+                src_raw,
+                tgt_raw,
+                sectors,
+                target_sectors,
+                job: None,
+                when_synced: None,
+                broken: None,
+            })
+        })();
+        match found {
+            Ok(rel) => {
+                info!(relationship = %rel.id, copy_type = ?rel.copy_type, "rediscovered");
+                if rel.copy_type == CopyType::UnSyncUnAssoc {
+                    resume_clones.push(rel.id.clone());
+                }
+                register(i, rel);
+            }
+            Err(err) => {
+                warn!(device = %d.name, error = %err, "cannot rebuild the relationship recorded by this device; left as is")
+            }
+        }
+    }
+    for id in resume_clones {
+        start_job(e, &id, Finish::Split, "copy (resumed after daemon restart)")?;
+    }
+    Ok(())
+}
