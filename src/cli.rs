@@ -204,7 +204,6 @@ fn serve(socket: &Path, args: &ServeArgs) -> i32 {
     match serve_inner(socket, args) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "serve failed");
             eprintln!("lio-replica: serve: {e:#}");
             1
         }

@@ -1,5 +1,6 @@
 use clap::Parser;
 use lio_replica::cli::{self, Cli};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -13,6 +14,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     std::process::exit(cli::run(cli));
 }

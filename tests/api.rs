@@ -392,3 +392,34 @@ fn a_stale_socket_is_replaced_but_other_files_are_not() {
     ));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
 }
+
+#[test]
+fn peers_of_other_uids_are_refused() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another uid");
+        return;
+    }
+    let t = TestServer::start();
+    // Open the path to everyone so that only the credential check stands in the way.
+    let mut dir = t.socket.parent();
+    while let Some(d) =
+        dir.filter(|d| d.starts_with(std::env::temp_dir()) && *d != std::env::temp_dir())
+    {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir = d.parent();
+    }
+    std::fs::set_permissions(&t.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lio-replica"))
+        .uid(65534)
+        .gid(65534)
+        .arg("--socket")
+        .arg(&t.socket)
+        .arg("jobs")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("permission denied: uid 65534"), "{err}");
+    assert!(t.mock.calls().is_empty());
+}
