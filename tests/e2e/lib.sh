@@ -1,0 +1,408 @@
+# shellcheck shell=sh
+# shellcheck disable=SC2016 # check and wait_for take code in single quotes, evaluated later
+# Helpers for the end-to-end scenarios (POSIX sh: the test VM runs busybox sh).
+# A scenario sources this file:   . "$(dirname "$0")/lib.sh"
+# See README.md beside this file for the scenario contract.
+#
+# Messages go to the stderr the scenario had when it sourced this file (fd 9), so helpers that
+# print a result on stdout (lio_iblock, initiator_login, md5dev, ...) can be used in $(...).
+# Helpers keep their locals in _e2e_* variables (POSIX sh has no `local`).
+#
+# Environment (all optional):
+#   INITIATOR      local (default: open-iscsi in this machine, via PORTAL_IP) or ssh:[USER@]HOST
+#                  (initiator commands run there through ssh; set PORTAL_IP to this target's
+#                  address on the network between the two; E2E_SSH_OPTS adds ssh options)
+#   PORTAL_IP      portal address the targets listen on and the initiator logs in to (127.0.0.1)
+#   PORTAL_PORT    3260
+#   LIO_ROOT       LIO's configfs directory (/sys/kernel/config/target)
+#   LR_SOCKET      the daemon's API socket (/run/lio-replica.sock)
+#   LR_LOG         the daemon's log (/tmp/daemon.log)
+#   IO_SLOTS, IO_OFFSET_MB   the background writer's area: IO_SLOTS (8) slots of 1 MiB from
+#                  IO_OFFSET_MB (0)
+
+INITIATOR=${INITIATOR:-local}
+PORTAL_IP=${PORTAL_IP:-127.0.0.1}
+PORTAL_PORT=${PORTAL_PORT:-3260}
+PORTAL=$PORTAL_IP:$PORTAL_PORT
+LIO_ROOT=${LIO_ROOT:-/sys/kernel/config/target}
+LR_SOCKET=${LR_SOCKET:-/run/lio-replica.sock}
+LR_LOG=${LR_LOG:-/tmp/daemon.log}
+E2E_SSH_OPTS=${E2E_SSH_OPTS:--o BatchMode=yes -o StrictHostKeyChecking=accept-new}
+E2E_STATE=/tmp/e2e            # this machine: failure list, daemon pid, writer script
+E2E_IO_DIR=/tmp/e2e-io        # the initiator's machine: the writer's patterns and counters
+export DM_DISABLE_UDEV=1      # no udev in the test VM: libdevmapper makes /dev/mapper nodes
+export PATH="$PATH:/usr/sbin:/sbin"
+
+mkdir -p "$E2E_STATE"
+# LIO creates a fabric's configfs directory on first use; make iscsi/ exist from the start (as
+# targetcli does) so that dump_state before and after a scenario's work compare equal
+[ ! -d "$LIO_ROOT" ] || mkdir -p "$LIO_ROOT/iscsi"
+: > "$E2E_STATE/fails"
+: > "$E2E_STATE/passes"
+exec 9>&2
+
+# ---------------------------------------------------------------- reporting
+
+# log MSG...: timestamped message
+log() { echo "e2e[$(cut -d' ' -f1 /proc/uptime)] $*" >&9; }
+
+# pass MSG...: record a passed check
+pass() { echo "$*" >> "$E2E_STATE/passes"; log "PASS: $*"; }
+
+# fail MSG...: record a failed check; the scenario then exits non-zero (even if fail ran in a
+# subshell). The host reports the last fail message as the scenario's reason.
+fail() { echo "$*" >> "$E2E_STATE/fails"; log "FAIL: $*"; }
+
+# failures: number of failed checks so far
+failures() { wc -l < "$E2E_STATE/fails" | tr -d ' '; }
+
+# check 'COMMAND' MSG...: eval COMMAND; pass MSG if it succeeds, fail MSG (and return 1)
+# otherwise.
+# (COMMAND is evaluated inside check: use variables in it, not the caller's $1, $2, ...)
+check() {
+  _e2e_cmd=$1
+  shift
+  if eval "$_e2e_cmd"; then pass "$*"; else fail "$* [failed: $_e2e_cmd]"; return 1; fi
+}
+
+# run CMD ARG...: log the command, run it, log a non-zero status; returns its status
+run() {
+  log "\$ $*"
+  "$@"
+  _e2e_rc=$?
+  [ "$_e2e_rc" -eq 0 ] || log "  -> exit $_e2e_rc"
+  return "$_e2e_rc"
+}
+
+# wait_for SECONDS 'COMMAND': eval COMMAND every 0.2 s until it succeeds; 1 on timeout
+# (same rule as check: no positional parameters in COMMAND)
+wait_for() {
+  _e2e_wf_n=$(($1 * 5))
+  while ! eval "$2"; do
+    _e2e_wf_n=$((_e2e_wf_n - 1))
+    [ "$_e2e_wf_n" -gt 0 ] || return 1
+    sleep 0.2
+  done
+}
+
+_e2e_exit() {
+  _e2e_rc=$?
+  if [ "$_e2e_rc" -eq 0 ] && [ "$(failures)" -gt 0 ]; then _e2e_rc=1; fi
+  log "scenario end: $(wc -l < "$E2E_STATE/passes" | tr -d ' ') passed, $(failures) failed, exit $_e2e_rc"
+  exit "$_e2e_rc"
+}
+trap _e2e_exit EXIT
+
+# ---------------------------------------------------------------- block devices
+
+# md5dev DEV [MiB]: md5 of DEV (or of its first MiB), read with O_DIRECT (device-mapper writes
+# do not refresh the page cache of the devices underneath)
+md5dev() {
+  if [ -n "${2:-}" ]; then
+    dd if="$1" bs=1M count="$2" iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
+  else
+    dd if="$1" bs=1M iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
+  fi
+}
+
+# fill_random DEV MiB [SEEK_MiB]: write MiB of random data (O_DIRECT) at SEEK_MiB (0)
+fill_random() {
+  dd if=/dev/urandom of="$1" bs=1M count="$2" seek="${3:-0}" oflag=direct conv=notrunc 2>/dev/null ||
+    { fail "fill_random $*: dd failed"; return 1; }
+}
+
+# dev_sectors DEV: size in 512-byte sectors (what a dm table wants)
+dev_sectors() { blockdev --getsz "$1"; }
+
+# ---------------------------------------------------------------- LIO (configfs only)
+
+# lio_so NAME: configfs directory of the storage object NAME (any plugin); 1 if none
+lio_so() {
+  for _e2e_so in "$LIO_ROOT"/core/*/"$1"; do
+    [ -d "$_e2e_so" ] && echo "$_e2e_so" && return 0
+  done
+  return 1
+}
+
+# lio_iblock NAME DEV [SERIAL]: create block backstore NAME on DEV in a free core/iblock_N, the
+# way targetcli does (control udev_path, udev_path, enable, then the unit serial); prints its
+# configfs directory
+lio_iblock() {
+  _e2e_n=0
+  while [ -e "$LIO_ROOT/core/iblock_$_e2e_n" ]; do _e2e_n=$((_e2e_n + 1)); done
+  _e2e_so=$LIO_ROOT/core/iblock_$_e2e_n/$1
+  if ! { mkdir -p "$_e2e_so" &&
+         echo "udev_path=$2" > "$_e2e_so/control" &&
+         echo "$2" > "$_e2e_so/udev_path" &&
+         echo 1 > "$_e2e_so/enable"; }; then
+    fail "lio_iblock $1 $2: configfs refused"
+    return 1
+  fi
+  if [ -n "${3:-}" ] && ! echo "$3" > "$_e2e_so/wwn/vpd_unit_serial"; then
+    fail "lio_iblock $1: cannot set serial $3"
+    return 1
+  fi
+  echo "$_e2e_so"
+}
+
+# lio_delete NAME: remove storage object NAME (and its hba directory when that is empty)
+lio_delete() {
+  _e2e_so=$(lio_so "$1") || { fail "lio_delete: no storage object $1"; return 1; }
+  rmdir "$_e2e_so" || { fail "lio_delete $1: rmdir refused"; return 1; }
+  rmdir "$(dirname "$_e2e_so")" 2>/dev/null
+  return 0
+}
+
+# lio_export NAME IQN [LUN]: export storage object NAME as LUN (0) of target IQN, tpgt_1, portal
+# $PORTAL, demo mode (no ACLs, no authentication, writable), and enable the TPG
+lio_export() {
+  _e2e_so=$(lio_so "$1") || { fail "lio_export: no storage object $1"; return 1; }
+  _e2e_tpg=$LIO_ROOT/iscsi/$2/tpgt_1
+  _e2e_lun=$_e2e_tpg/lun/lun_${3:-0}
+  if ! { mkdir -p "$_e2e_lun" &&
+         ln -s "$_e2e_so" "$_e2e_lun/lnk_$1" &&
+         { [ -d "$_e2e_tpg/np/$PORTAL" ] || mkdir "$_e2e_tpg/np/$PORTAL"; } &&
+         echo 0 > "$_e2e_tpg/attrib/authentication" &&
+         echo 1 > "$_e2e_tpg/attrib/generate_node_acls" &&
+         echo 0 > "$_e2e_tpg/attrib/demo_mode_write_protect" &&
+         echo 1 > "$_e2e_tpg/attrib/cache_dynamic_acls" &&
+         echo 1 > "$_e2e_tpg/enable"; }; then
+    fail "lio_export $1 $2: configfs refused"
+    return 1
+  fi
+}
+
+# lio_unexport IQN: remove target IQN (TPGs, LUNs, mapped LUNs, ACLs, portals); the storage
+# objects stay
+lio_unexport() {
+  _e2e_t=$LIO_ROOT/iscsi/$1
+  [ -d "$_e2e_t" ] || { fail "lio_unexport: no target $1"; return 1; }
+  for _e2e_tpg in "$_e2e_t"/tpgt_*; do
+    [ -d "$_e2e_tpg" ] || continue
+    echo 0 > "$_e2e_tpg/enable" 2>/dev/null
+    for _e2e_d in "$_e2e_tpg"/acls/*/lun_* "$_e2e_tpg"/lun/lun_*; do
+      [ -d "$_e2e_d" ] || continue
+      for _e2e_l in "$_e2e_d"/*; do [ ! -L "$_e2e_l" ] || rm "$_e2e_l"; done
+      rmdir "$_e2e_d"
+    done
+    for _e2e_d in "$_e2e_tpg"/acls/* "$_e2e_tpg"/np/*; do [ ! -d "$_e2e_d" ] || rmdir "$_e2e_d"; done
+    rmdir "$_e2e_tpg"
+  done
+  rmdir "$_e2e_t" || { fail "lio_unexport $1: rmdir refused"; return 1; }
+}
+
+# dump_state FILE: sorted dump of the LIO configfs tree (directories, symlink targets, the
+# enable / udev_path / unit serial values) and of `dmsetup table` and `dmsetup ls`, for
+# before/after comparisons (`cmp`, `diff`)
+dump_state() {
+  {
+    echo "## configfs $LIO_ROOT"
+    (cd "$LIO_ROOT" && find .) | LC_ALL=C sort | while IFS= read -r _e2e_p; do
+      _e2e_f=$LIO_ROOT/${_e2e_p#./}
+      if [ -L "$_e2e_f" ]; then
+        echo "l $_e2e_p -> $(readlink "$_e2e_f")"
+      elif [ -d "$_e2e_f" ]; then
+        echo "d $_e2e_p"
+      else
+        case $_e2e_p in
+          */enable | */udev_path | */vpd_unit_serial) echo "f $_e2e_p = $(cat "$_e2e_f" 2>/dev/null)" ;;
+        esac
+      fi
+    done
+    echo "## dmsetup table"
+    dmsetup table 2>&1 | LC_ALL=C sort
+    echo "## dmsetup ls"
+    dmsetup ls 2>&1 | LC_ALL=C sort
+  } > "$1"
+}
+
+# ---------------------------------------------------------------- initiator
+
+# on_initiator 'COMMAND': run a shell command where the initiator is (see INITIATOR)
+on_initiator() {
+  case $INITIATOR in
+    local) sh -c "$1" ;;
+    ssh:*)
+      # shellcheck disable=SC2086,SC2029 # a list of options; the command is built here
+      ssh $E2E_SSH_OPTS "${INITIATOR#ssh:}" "$1" ;;
+    *) fail "unknown INITIATOR=$INITIATOR"; return 2 ;;
+  esac
+}
+
+# start_iscsid: start the initiator daemon (in its own session: on shutdown iscsid signals its
+# whole process group, which would otherwise include this scenario)
+start_iscsid() {
+  case $INITIATOR in
+    local)
+      if ! pidof iscsid >/dev/null; then
+        setsid iscsid -f > /tmp/iscsid.log 2>&1 < /dev/null &
+      fi
+      wait_for 10 'pidof iscsid >/dev/null' || { fail "iscsid did not start"; return 1; }
+      sleep 0.5 ;;
+    *)
+      on_initiator 'systemctl start iscsid 2>/dev/null || pidof iscsid >/dev/null ||
+        { setsid iscsid < /dev/null > /dev/null 2>&1 & }' ;;
+  esac
+}
+
+# initiator_dev IQN: the /dev/sdX of the (first) LUN of the session to IQN; 1 if none yet
+initiator_dev() {
+  _e2e_sd=$(on_initiator 'iscsiadm -m session -P 3 2>/dev/null' |
+    awk -v t="$1" '$1 == "Target:" {cur = $2} /Attached scsi disk/ && cur == t {print $4; exit}')
+  [ -n "$_e2e_sd" ] && on_initiator "test -b /dev/$_e2e_sd" && echo "/dev/$_e2e_sd"
+}
+
+# initiator_login IQN: discover $PORTAL, log in to IQN, wait for its disk; prints /dev/sdX
+initiator_login() {
+  on_initiator "iscsiadm -m discovery -t sendtargets -p $PORTAL >/dev/null" ||
+    { fail "iSCSI discovery on $PORTAL failed"; return 1; }
+  on_initiator "iscsiadm -m node -T $1 -p $PORTAL --login >/dev/null" ||
+    { fail "iSCSI login to $1 failed"; return 1; }
+  _e2e_iqn=$1   # (wait_for evals its command with its own positional parameters)
+  wait_for 30 'initiator_dev "$_e2e_iqn" >/dev/null' || { fail "no disk appeared for $1"; return 1; }
+  initiator_dev "$1"
+}
+
+# initiator_logout IQN: log out of IQN and forget its node record
+initiator_logout() {
+  on_initiator "iscsiadm -m node -T $1 -p $PORTAL --logout >/dev/null" ||
+    { fail "iSCSI logout from $1 failed"; return 1; }
+  on_initiator "iscsiadm -m node -T $1 -p $PORTAL -o delete >/dev/null 2>&1"
+  return 0
+}
+
+# ---------------------------------------------------------------- checksummed background I/O
+
+# The writer runs where the initiator is. It fills IO_SLOTS slots of 1 MiB (from IO_OFFSET_MB)
+# with per-slot random patterns, then rewrites slot after slot with O_DIRECT and reads each
+# write back (O_DIRECT), comparing md5s; every failed write, failed read or mismatch is one line
+# in $E2E_IO_DIR/errors.
+_e2e_writer() {
+  cat <<'EOF'
+d=$1 dev=$2 slots=$3 off=$4
+rm -rf "$d"; mkdir -p "$d"; : > "$d/errors"
+k=0
+while [ $k -lt "$slots" ]; do
+  dd if=/dev/urandom of="$d/p$k" bs=1M count=1 2>/dev/null
+  echo "$k $(md5sum < "$d/p$k" | cut -d' ' -f1)"
+  k=$((k + 1))
+done > "$d/md5s"
+echo 0 > "$d/iter"
+echo $$ > "$d/ready"
+i=0
+while [ ! -e "$d/stop" ]; do
+  k=$((i % slots))
+  want=$(sed -n "s/^$k //p" "$d/md5s")
+  if ! dd if="$d/p$k" of="$dev" bs=1M seek=$((off + k)) count=1 oflag=direct conv=notrunc 2>"$d/err"; then
+    echo "iteration $i: write of slot $k failed: $(tail -n 1 "$d/err")" >> "$d/errors"
+  else
+    got=$(dd if="$dev" bs=1M skip=$((off + k)) count=1 iflag=direct 2>"$d/err" | md5sum | cut -d' ' -f1)
+    [ "$got" = "$want" ] ||
+      echo "iteration $i: slot $k reads back $got, wrote $want $(tail -n 1 "$d/err")" >> "$d/errors"
+  fi
+  i=$((i + 1))
+  echo $i > "$d/iter"
+done
+echo $i > "$d/done"
+EOF
+}
+
+# io_start DEV: start the background writer on DEV (a device of the initiator)
+io_start() {
+  [ -z "${_e2e_io_pid:-}" ] || { fail "io_start: a writer is already running"; return 1; }
+  _e2e_writer > "$E2E_STATE/writer.sh"
+  case $INITIATOR in
+    local) sh "$E2E_STATE/writer.sh" "$E2E_IO_DIR" "$1" "${IO_SLOTS:-8}" "${IO_OFFSET_MB:-0}" & ;;
+    *)
+      # shellcheck disable=SC2086 # E2E_SSH_OPTS is a list of options
+      ssh $E2E_SSH_OPTS "${INITIATOR#ssh:}" sh -s -- "$E2E_IO_DIR" "$1" "${IO_SLOTS:-8}" \
+        "${IO_OFFSET_MB:-0}" < "$E2E_STATE/writer.sh" & ;;
+  esac
+  _e2e_io_pid=$!
+  wait_for 60 'on_initiator "test -s $E2E_IO_DIR/ready"' || { fail "io_start: writer did not start"; return 1; }
+  log "io: writer started on $1 ($INITIATOR)"
+}
+
+# io_iterations: writes done so far by the writer
+io_iterations() { on_initiator "cat $E2E_IO_DIR/iter 2>/dev/null || echo 0"; }
+
+# io_errors: number of write/read/verify errors the writer recorded
+io_errors() { on_initiator "cat $E2E_IO_DIR/errors 2>/dev/null | wc -l" | tr -d ' '; }
+
+# io_stop: stop the writer and wait for it; logs its iteration and error counts
+io_stop() {
+  [ -n "${_e2e_io_pid:-}" ] || { fail "io_stop: no writer running"; return 1; }
+  on_initiator "touch $E2E_IO_DIR/stop"
+  wait "$_e2e_io_pid"
+  _e2e_io_pid=
+  log "io: writer stopped after $(io_iterations) writes, $(io_errors) error(s)"
+  on_initiator "head -n 5 $E2E_IO_DIR/errors" | while IFS= read -r _e2e_l; do log "io: $_e2e_l"; done
+}
+
+# io_verify DEV: 0 if every writer slot of DEV (a device of this machine, e.g. a replica leg)
+# holds the writer's pattern; logs each mismatching slot
+io_verify() {
+  _e2e_bad=0
+  on_initiator "cat $E2E_IO_DIR/md5s" > "$E2E_STATE/md5s" || { fail "io_verify: no writer patterns"; return 1; }
+  while read -r _e2e_k _e2e_want; do
+    _e2e_got=$(dd if="$1" bs=1M skip=$((${IO_OFFSET_MB:-0} + _e2e_k)) count=1 iflag=direct 2>/dev/null |
+      md5sum | cut -d' ' -f1)
+    if [ "$_e2e_got" != "$_e2e_want" ]; then
+      log "io_verify $1: slot $_e2e_k has $_e2e_got, want $_e2e_want"
+      _e2e_bad=$((_e2e_bad + 1))
+    fi
+  done < "$E2E_STATE/md5s"
+  [ "$_e2e_bad" -eq 0 ]
+}
+
+# ---------------------------------------------------------------- the daemon
+
+# daemon_pid: pid of the daemon started by daemon_start
+daemon_pid() { cat "$E2E_STATE/daemon.pid" 2>/dev/null; }
+
+_e2e_alive() { # PID: running (a zombie does not count)
+  [ -n "$1" ] && [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# daemon_start [ARG...]: start `lio-replica serve --socket $LR_SOCKET --dm kernel ARG...` in its
+# own session, logging to $LR_LOG, and wait (30 s) for its socket
+daemon_start() {
+  rm -f "$LR_SOCKET" "$E2E_STATE/daemon.pid"
+  # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+  setsid sh -c 'echo $$ > "$0"; exec lio-replica "$@"' "$E2E_STATE/daemon.pid" \
+    serve --socket "$LR_SOCKET" --dm kernel "$@" >> "$LR_LOG" 2>&1 < /dev/null &
+  if ! wait_for 30 '[ -S "$LR_SOCKET" ] || ! _e2e_alive "$(daemon_pid)"' || [ ! -S "$LR_SOCKET" ]; then
+    fail "daemon did not come up (log: $(tail -n 3 "$LR_LOG" | tr '\n' ' '))"
+    return 1
+  fi
+  log "daemon: pid $(daemon_pid), socket $LR_SOCKET"
+}
+
+_e2e_reap() { # PID: collect the exit status if the daemon is our child (never blocks: it is dead)
+  wait "$1" 2>/dev/null
+  rm -f "$E2E_STATE/daemon.pid"
+  return 0
+}
+
+# daemon_kill9: kill the daemon with SIGKILL (a crash) and wait until it is gone
+daemon_kill9() {
+  _e2e_pid=$(daemon_pid)
+  _e2e_alive "$_e2e_pid" || { fail "daemon_kill9: daemon is not running"; return 1; }
+  kill -9 "$_e2e_pid"
+  wait_for 10 '! _e2e_alive "$_e2e_pid"' || { fail "daemon_kill9: pid $_e2e_pid survived"; return 1; }
+  _e2e_reap "$_e2e_pid"
+  log "daemon: killed (SIGKILL)"
+}
+
+# daemon_stop: SIGTERM, wait up to 15 s, then SIGKILL (which counts as a failure)
+daemon_stop() {
+  _e2e_pid=$(daemon_pid)
+  _e2e_alive "$_e2e_pid" || { fail "daemon_stop: daemon is not running"; return 1; }
+  kill "$_e2e_pid"
+  if ! wait_for 15 '! _e2e_alive "$_e2e_pid"'; then
+    kill -9 "$_e2e_pid"
+    fail "daemon_stop: no exit within 15 s of SIGTERM"
+  fi
+  _e2e_reap "$_e2e_pid"
+  log "daemon: stopped"
+}
