@@ -59,6 +59,20 @@ impl RpcError {
     }
 }
 
+/// `Err` for a JSON-RPC error response.
+fn server_error(v: &Value) -> Result<(), RpcError> {
+    let Some(err) = v.get("error") else {
+        return Ok(());
+    };
+    let err: ErrorObject = serde_json::from_value(err.clone())
+        .map_err(|e| RpcError::Protocol(format!("malformed error ({e}): {v}")))?;
+    Err(RpcError::Server {
+        code: err.code,
+        message: err.message,
+        data: err.data,
+    })
+}
+
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -93,22 +107,21 @@ impl Client {
         let params = (!params.is_null()).then_some(params);
         let mut line = protocol::request(id, method_name, params).to_string();
         line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
-        let mut answer = String::new();
-        if self.reader.read_line(&mut answer)? == 0 {
-            return Err(RpcError::Closed);
+        if let Err(e) = self.writer.write_all(line.as_bytes()) {
+            // A daemon that refuses the connection (busy, permission) answers and closes at
+            // once, possibly before our request is written: its answer is still readable.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                if let Ok(v) = self.read_answer() {
+                    server_error(&v)?;
+                }
+            }
+            return Err(e.into());
         }
-        let v: Value = serde_json::from_str(answer.trim_end())
-            .map_err(|e| RpcError::Protocol(format!("not JSON ({e}): {answer:?}")))?;
-        if let Some(err) = v.get("error") {
-            let err: ErrorObject = serde_json::from_value(err.clone())
-                .map_err(|e| RpcError::Protocol(format!("malformed error ({e}): {v}")))?;
-            return Err(RpcError::Server {
-                code: err.code,
-                message: err.message,
-                data: err.data,
-            });
-        }
+        let v = self.read_answer()?;
+        server_error(&v)?;
         if v.get("id") != Some(&json!(id)) {
             return Err(RpcError::Protocol(format!(
                 "answer to request {id} has id {}",
@@ -118,6 +131,15 @@ impl Client {
         v.get("result")
             .cloned()
             .ok_or_else(|| RpcError::Protocol(format!("answer without result: {v}")))
+    }
+
+    fn read_answer(&mut self) -> Result<Value, RpcError> {
+        let mut answer = String::new();
+        if self.reader.read_line(&mut answer)? == 0 {
+            return Err(RpcError::Closed);
+        }
+        serde_json::from_str(answer.trim_end())
+            .map_err(|e| RpcError::Protocol(format!("not JSON ({e}): {answer:?}")))
     }
 
     fn typed<T: DeserializeOwned>(
