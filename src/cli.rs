@@ -67,11 +67,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (as root): serve the API on the socket until SIGTERM or SIGINT.
     Serve(ServeArgs),
-    /// Copy SOURCE to TARGET (AttachReplica). Both must be existing storage objects,
-    /// named /backstores/PLUGIN/NAME or PLUGIN/NAME.
+    /// Copy SOURCE to TARGET (AttachReplica).
     #[command(after_help = EXIT_STATUS)]
     Attach {
+        /// An existing storage object: /backstores/PLUGIN/NAME or PLUGIN/NAME.
         source: String,
+        /// An existing storage object at least as large as SOURCE, not exported through a LUN.
         target: String,
         /// async (2), sync (3), unsyncassoc (4, snapshot), unsyncunassoc (5, full copy),
         /// or a CopyType number.
