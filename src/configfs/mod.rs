@@ -6,8 +6,14 @@
 //! CONTRACT (the engine relies on these signatures; bodies are filled in configfs/*.rs).
 
 pub mod fake;
+mod lock;
+mod paths;
+mod read;
+#[cfg(test)]
+mod tests;
+mod write;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -138,8 +144,9 @@ pub struct ConfigFs {
 }
 
 /// Held while backstores are created or deleted (`flock` on rtslib's lock file).
+/// Dropping it releases the lock.
 pub struct BackstoreLock {
-    _file: std::fs::File,
+    _file: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ConfigFs {
@@ -169,82 +176,109 @@ impl ConfigFs {
     }
 }
 
-#[allow(unused_variables)]
 impl ConfigFs {
     /// Every storage object of every plugin under `core/`.
     pub fn storage_objects(&self) -> Result<Vec<StorageObject>> {
-        todo!()
+        read::storage_objects(self)
     }
     /// `plugin` is targetcli's name (block, fileio, ...). `Error::NotFound` if absent.
     pub fn find_storage_object(&self, plugin: &str, name: &str) -> Result<StorageObject> {
-        let _ = Error::NotFound(String::new());
-        todo!()
+        read::find_storage_object(self, plugin, name)
     }
     /// All fabric targets (every directory under the root except `core`).
     pub fn targets(&self) -> Result<Vec<Target>> {
-        todo!()
+        read::targets(self)
     }
     /// Every LUN that links to `so`, with its ACL mappings.
     pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {
-        todo!()
+        read::exports_of(self, so)
     }
     /// Take rtslib's backstore lock.
     pub fn lock(&self) -> Result<BackstoreLock> {
-        todo!()
+        lock::lock(&self.lock_path)
     }
     /// rtslib order: mkdir hba (if new) -> mkdir so -> control udev_path[,readonly] -> enable ->
     /// wwn/vpd_unit_serial -> attributes. On failure undoes what it did, in reverse order.
     /// The caller holds [`ConfigFs::lock`].
+    ///
+    /// Between `control` and `enable` the `udev_path` attribute is written too (as rtslib
+    /// does): the kernel keeps it apart from the `control` value and shows it to targetcli.
+    /// Attributes are written only where they differ from the fresh object's value; one the
+    /// kernel refuses is logged as a warning and left at its default (compare the returned
+    /// object's `attributes` with the spec to notice).
     pub fn create_iblock(&self, spec: &IblockSpec) -> Result<StorageObject> {
-        todo!()
+        write::create_iblock(self, spec)
     }
     /// Refuses (InUse) while a LUN links it. Removes the hba directory if it became empty.
     pub fn delete_storage_object(&self, so: &StorageObject) -> Result<()> {
-        todo!()
+        write::delete_storage_object(self, so)
     }
+    /// Writes `enable` unless it already holds the wanted value. A TPG without an `enable`
+    /// attribute (loopback) is always enabled: disabling it only logs a warning.
     pub fn set_tpg_enabled(&self, tpg: &Path, enabled: bool) -> Result<()> {
-        todo!()
+        write::set_tpg_enabled(self, tpg, enabled)
     }
     /// mkdir `lun/lun_INDEX` and link it to `so` with `link_name`.
-    pub fn create_lun(&self, tpg: &Path, index: u64, so: &StorageObject, link_name: &str) -> Result<()> {
-        todo!()
+    pub fn create_lun(
+        &self,
+        tpg: &Path,
+        index: u64,
+        so: &StorageObject,
+        link_name: &str,
+    ) -> Result<()> {
+        write::create_lun(self, tpg, index, so, link_name)
     }
     /// Remove the link and `lun/lun_INDEX` (mapped LUNs pointing at it must be gone first).
     pub fn delete_lun(&self, tpg: &Path, index: u64) -> Result<()> {
-        todo!()
+        write::delete_lun(self, tpg, index)
     }
     /// mkdir `ACL/lun_INDEX`, link it to the TPG's `lun_TPGLUN`, set write_protect.
-    pub fn create_mapped_lun(&self, acl: &Path, index: u64, tpg_lun: u64, link_name: &str, write_protect: bool) -> Result<()> {
-        todo!()
+    pub fn create_mapped_lun(
+        &self,
+        acl: &Path,
+        index: u64,
+        tpg_lun: u64,
+        link_name: &str,
+        write_protect: bool,
+    ) -> Result<()> {
+        write::create_mapped_lun(self, acl, index, tpg_lun, link_name, write_protect)
     }
     pub fn delete_mapped_lun(&self, acl: &Path, index: u64) -> Result<()> {
-        todo!()
+        write::delete_mapped_lun(self, acl, index)
     }
     /// Create `FABRIC/WWN/tpgt_TAG` (and the target directory if needed); for tests and tools.
+    /// Returns the existing TPG's path if it is already there.
     pub fn create_tpg(&self, fabric: &str, wwn: &str, tag: u16) -> Result<PathBuf> {
-        todo!()
+        write::create_tpg(self, fabric, wwn, tag)
     }
-    /// Create `TPG/acls/INITIATOR`.
+    /// Create `TPG/acls/INITIATOR`. Returns the existing ACL's path if it is already there.
     pub fn create_node_acl(&self, tpg: &Path, initiator: &str) -> Result<PathBuf> {
-        todo!()
+        write::create_node_acl(self, tpg, initiator)
     }
 }
 
-#[allow(unused_variables)]
 impl FsOps for RealFs {
     fn mkdir(&self, path: &Path) -> std::io::Result<()> {
-        todo!()
+        std::fs::create_dir(path)
     }
     fn rmdir(&self, path: &Path) -> std::io::Result<()> {
-        todo!()
+        std::fs::remove_dir(path)
     }
     fn write(&self, path: &Path, value: &str) -> std::io::Result<()> {
-        todo!()
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never create, never truncate, never follow a symlink: configfs attributes are
+        // plain files the kernel made, and one write(2) is one `store` call.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(path)?;
+        f.write_all(value.as_bytes())
     }
     fn symlink(&self, target: &Path, link: &Path) -> std::io::Result<()> {
-        todo!()
+        std::os::unix::fs::symlink(target, link)
     }
     fn unlink(&self, link: &Path) -> std::io::Result<()> {
-        todo!()
+        std::fs::remove_file(link)
     }
 }
