@@ -131,6 +131,7 @@ impl MethodResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct JobView {
+    #[serde(rename = "InstanceID")]
     pub instance_id: String,
     pub name: String,
     pub job_state: u16,
@@ -156,6 +157,7 @@ pub struct JobView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RelationshipView {
+    #[serde(rename = "InstanceID")]
     pub instance_id: String,
     pub system_element: String,
     pub synced_element: String,

@@ -10,14 +10,16 @@ IQN=iqn.2003-01.org.linux-iscsi.e2e:smoke
 check 'command -v lio-replica >/dev/null' "lio-replica is on PATH"
 check 'lio-replica --help > /tmp/help.txt 2>&1' "lio-replica --help exits 0"
 check '[ -d "$LIO_ROOT/core" ] && [ -d "$LIO_ROOT/iscsi" ]' "LIO is in configfs"
-for d in /dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf; do
-  [ -b "$d" ] || fail "$d is missing"
+for d in $E2E_DISKS; do
+  [ -b "$d" ] || fail "disk $d is missing"
 done
-log "disks: $(dev_sectors /dev/vda) sectors each"
+A=$(disk 0)
+B=$(disk 1)
+log "disks: $E2E_DISKS, $(dev_sectors "$A") sectors each"
 
 # --- LIO block backstore exported over iSCSI, initiator in this VM
 dump_state /tmp/state.before
-lio_iblock smoke0 /dev/vda 5e2e0000-0000-4000-8000-000000000001 > /dev/null
+lio_iblock smoke0 "$A" 5e2e0000-0000-4000-8000-000000000001 > /dev/null
 check 'grep -q 5e2e0000-0000-4000-8000-000000000001 "$(lio_so smoke0)/wwn/vpd_unit_serial"' \
   "backstore smoke0 has its unit serial"
 lio_export smoke0 "$IQN"
@@ -29,7 +31,7 @@ dd if=/dev/urandom of=/tmp/pattern bs=1M count=8 2>/dev/null
 WANT=$(md5sum < /tmp/pattern | cut -d' ' -f1)
 check 'dd if=/tmp/pattern of="$SD" bs=1M oflag=direct 2>/dev/null' "8 MiB written through iSCSI"
 check '[ "$(md5dev "$SD" 8)" = "$WANT" ]' "8 MiB read back through iSCSI"
-check '[ "$(md5dev /dev/vda 8)" = "$WANT" ]' "the backing disk holds the same 8 MiB"
+check '[ "$(md5dev "$A" 8)" = "$WANT" ]' "the backing disk holds the same 8 MiB"
 
 IO_OFFSET_MB=16
 io_start "$SD"
@@ -37,12 +39,12 @@ sleep 3
 io_stop
 check '[ "$(io_iterations)" -gt 0 ] && [ "$(io_errors)" -eq 0 ]' "background writer: writes done, no errors"
 check 'io_verify "$SD"' "writer's slots read back through iSCSI"
-check 'io_verify /dev/vda' "writer's slots are on the backing disk"
+check 'io_verify "$A"' "writer's slots are on the backing disk"
 
 dump_state /tmp/state.exported
-check 'grep -q "^l ./iscsi/$IQN/tpgt_1/lun/lun_0/lnk_smoke0 -> .*/core/iblock_0/smoke0$" /tmp/state.exported' \
+check 'grep -q "^l ./iscsi/$IQN/tpgt_1/lun/lun_0/lnk_smoke0 -> .*/core/iblock_[0-9]*/smoke0$" /tmp/state.exported' \
   "dump_state shows the LUN link"
-check 'grep -q "^f ./core/iblock_0/smoke0/udev_path = /dev/vda$" /tmp/state.exported' \
+check 'grep -q "^f ./core/iblock_[0-9]*/smoke0/udev_path = $A$" /tmp/state.exported' \
   "dump_state shows the udev_path"
 
 initiator_logout "$IQN"
@@ -53,11 +55,11 @@ check 'cmp -s /tmp/state.before /tmp/state.after' "LIO state after teardown equa
   diff /tmp/state.before /tmp/state.after >&2
 
 # --- device-mapper without udev
-S=$(dev_sectors /dev/vdb)
-check 'dmsetup create e2e-linear --table "0 $S linear /dev/vdb 0"' "dmsetup create linear"
+S=$(dev_sectors "$B")
+check 'dmsetup create e2e-linear --table "0 $S linear $B 0"' "dmsetup create linear"
 check '[ -b /dev/mapper/e2e-linear ]' "/dev/mapper/e2e-linear exists (DM_DISABLE_UDEV)"
 fill_random /dev/mapper/e2e-linear 4 2
-check '[ "$(md5dev /dev/mapper/e2e-linear 6)" = "$(md5dev /dev/vdb 6)" ]' "linear maps onto /dev/vdb"
+check '[ "$(md5dev /dev/mapper/e2e-linear 6)" = "$(md5dev "$B" 6)" ]' "linear maps onto $B"
 check 'dmsetup remove e2e-linear' "dmsetup remove"
 check '[ ! -e /dev/mapper/e2e-linear ]' "/dev/mapper/e2e-linear is gone"
 

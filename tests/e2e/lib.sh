@@ -9,6 +9,8 @@
 # Helpers keep their locals in _e2e_* variables (POSIX sh has no `local`).
 #
 # Environment (all optional):
+#   E2E_DISKS      the scratch disks a scenario may use, space-separated (the test VM's
+#                  /dev/vda ... /dev/vdf); see `disk N`
 #   INITIATOR      local (default: open-iscsi in this machine, via PORTAL_IP) or ssh:[USER@]HOST
 #                  (initiator commands run there through ssh; set PORTAL_IP to this target's
 #                  address on the network between the two; E2E_SSH_OPTS adds ssh options)
@@ -20,6 +22,7 @@
 #   IO_SLOTS, IO_OFFSET_MB   the background writer's area: IO_SLOTS (8) slots of 1 MiB from
 #                  IO_OFFSET_MB (0)
 
+E2E_DISKS=${E2E_DISKS:-/dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf}
 INITIATOR=${INITIATOR:-local}
 PORTAL_IP=${PORTAL_IP:-127.0.0.1}
 PORTAL_PORT=${PORTAL_PORT:-3260}
@@ -94,6 +97,14 @@ _e2e_exit() {
 trap _e2e_exit EXIT
 
 # ---------------------------------------------------------------- block devices
+
+# disk N: the Nth scratch disk (0-based) of $E2E_DISKS, e.g. SRC=$(disk 0)
+disk() {
+  # shellcheck disable=SC2086 # E2E_DISKS is a list
+  _e2e_d=$(echo $E2E_DISKS | awk -v n="$1" '{print $(n + 1)}')
+  [ -n "$_e2e_d" ] || { fail "disk $1: E2E_DISKS has no such disk ($E2E_DISKS)"; return 1; }
+  echo "$_e2e_d"
+}
 
 # md5dev DEV [MiB]: md5 of DEV (or of its first MiB), read with O_DIRECT (device-mapper writes
 # do not refresh the page cache of the devices underneath)
@@ -405,4 +416,37 @@ daemon_stop() {
   fi
   _e2e_reap "$_e2e_pid"
   log "daemon: stopped"
+}
+
+# ---------------------------------------------------------------- the lio-replica CLI
+
+# lr ARG...: the CLI, talking to the daemon started by daemon_start
+lr() { lio-replica --socket "$LR_SOCKET" "$@"; }
+
+# jfield NAME: the first value of "NAME" in the pretty JSON on stdin (quotes and comma removed)
+jfield() {
+  sed -n "s/^ *\"$1\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" | head -n 1
+}
+
+# shim_table NAME: the live table of the daemon's device under storage object NAME
+shim_table() { dmsetup table "lio-replica-v1-so-$1" 2>/dev/null; }
+
+# vpd_serial SDDEV: the unit serial number page (0x80) the initiator's disk reports
+vpd_serial() {
+  on_initiator "cat /sys/block/$(basename "$1")/device/vpd_pg80 2>/dev/null" | tr -dc '[:print:]'
+}
+
+# dm_slow NAME DEV MS: a dm `delay` device over DEV whose writes take MS milliseconds (a slow
+# replica disk, so a resync lasts long enough to act on it); prints its path
+dm_slow() {
+  dmsetup create "$1" --table "0 $(dev_sectors "$2") delay $2 0 0 $2 0 $3" ||
+    { fail "dm_slow $1: dmsetup refused"; return 1; }
+  echo "/dev/mapper/$1"
+}
+
+# dm_part NAME DEV MiB: a dm `linear` device of the first MiB of DEV; prints its path
+dm_part() {
+  dmsetup create "$1" --table "0 $(($3 * 2048)) linear $2 0" ||
+    { fail "dm_part $1: dmsetup refused"; return 1; }
+  echo "/dev/mapper/$1"
 }
