@@ -14,7 +14,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use status::{MirrorStatus, RaidStatus, SnapshotStatus};
-pub use table::{LinearParams, MirrorParams, RaidParams, SnapshotOriginParams, SnapshotParams, TableLine, Target};
+pub use table::{
+    LinearParams, MirrorParams, RaidParams, SnapshotOriginParams, SnapshotParams, TableLine, Target,
+};
+
+pub use kernel::KernelDm;
+pub use sim::{SimCall, SimDm, SimOp, SyncStep};
+pub use table::{format_table, parse_table, table_length, RaidDevice};
 
 /// Versioned prefix of every device-mapper name this daemon creates.
 pub const NAME_PREFIX: &str = "lio-replica-v1-";
@@ -24,7 +30,9 @@ pub const UUID_PREFIX: &str = "LIOREPLICA-V1-";
 pub const DM_NAME_LEN: usize = 128;
 
 /// A device-mapper name that carries our prefix and fits the kernel's limit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct DmName(String);
 
 impl DmName {
@@ -36,7 +44,9 @@ impl DmName {
     /// Accepts a full name (as listed by the kernel); it must carry our prefix.
     pub fn parse(full: &str) -> Result<DmName> {
         let suffix = full.strip_prefix(NAME_PREFIX).ok_or_else(|| {
-            Error::Invalid(format!("device-mapper name {full:?} lacks the prefix {NAME_PREFIX}"))
+            Error::Invalid(format!(
+                "device-mapper name {full:?} lacks the prefix {NAME_PREFIX}"
+            ))
         })?;
         if suffix.is_empty() || full.len() >= DM_NAME_LEN {
             return Err(Error::Invalid(format!(
@@ -118,6 +128,11 @@ pub trait DmBackend: Send + Sync {
     /// Drop a loaded inactive table (used to undo `load` before resume).
     fn clear(&self, name: &DmName) -> Result<()>;
     /// Suspend with flush (`noflush` = false) and wait, at most `timeout`.
+    ///
+    /// On [`Error::Timeout`] the device may still be suspending; the backend undoes it by
+    /// itself: once the late suspend completes, any inactive table is dropped and the device
+    /// is resumed on its previous live table. Further suspends of that device fail with
+    /// `Timeout` until then.
     fn suspend(&self, name: &DmName, noflush: bool, timeout: Duration) -> Result<()>;
     /// Resume; swaps in the inactive table if one is loaded.
     fn resume(&self, name: &DmName) -> Result<()>;
