@@ -296,14 +296,12 @@ impl DmBackend for KernelDm {
         std::thread::Builder::new()
             .name(format!("dm-suspend-{}", name.suffix()))
             .spawn(move || {
-                let n = match dm_name(&owned) {
-                    Ok(n) => n,
-                    Err(_) => return,
+                let result = match devicemapper::DmName::new(owned.as_str()) {
+                    Ok(n) => dm
+                        .device_suspend(&DevId::Name(n), options().set_flags(flags))
+                        .map(|_| ()),
+                    Err(e) => Err(e),
                 };
-                let id = DevId::Name(n);
-                let result = dm
-                    .device_suspend(&id, options().set_flags(flags))
-                    .map(|_| ());
                 let (lock, cv) = &*thread_shared;
                 let mut call = lock.lock().unwrap();
                 if !call.abandoned {
@@ -312,8 +310,9 @@ impl DmBackend for KernelDm {
                     return;
                 }
                 drop(call);
-                match result {
-                    Ok(()) => {
+                match (result, devicemapper::DmName::new(owned.as_str())) {
+                    (Ok(()), Ok(n)) => {
+                        let id = DevId::Name(n);
                         let cleared = dm.table_clear(&id).map(|_| ());
                         let resumed = dm.device_suspend(&id, options()).map(|_| ());
                         match resumed {
@@ -329,7 +328,7 @@ impl DmBackend for KernelDm {
                             ),
                         }
                     }
-                    Err(e) => warn!(
+                    (Err(e), _) | (_, Err(e)) => warn!(
                         device = %owned,
                         error = %kernel_error("suspend", &owned, &e),
                         "a timed-out suspend failed late; the device was not suspended"
