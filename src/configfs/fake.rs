@@ -62,6 +62,8 @@ struct State {
 pub struct FakeFs {
     root: Option<PathBuf>,
     state: Mutex<State>,
+    /// Devices opened exclusively by someone else (device-mapper, a mounted filesystem)
+    held: Mutex<BTreeSet<String>>,
 }
 
 impl Default for FakeFs {
@@ -140,6 +142,7 @@ impl FakeFs {
         FakeFs {
             root: None,
             state: Mutex::new(State::default()),
+            held: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -148,6 +151,7 @@ impl FakeFs {
         FakeFs {
             root: Some(root.into()),
             state: Mutex::new(State::default()),
+            held: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -176,6 +180,21 @@ impl FakeFs {
     pub fn fail_at_call(&self, n: usize) {
         let mut st = self.lock();
         st.fail_at = Some((st.calls.len() + n.max(1), nix::libc::EIO));
+    }
+
+    /// Pretend `dev` is opened exclusively by someone else: enabling an iblock object on it
+    /// fails with `EBUSY`, as LIO's exclusive open does (e.g. a disk under a dm table).
+    pub fn hold_device(&self, dev: &str) {
+        self.held_devices().insert(dev.to_string());
+    }
+
+    /// Undo [`FakeFs::hold_device`].
+    pub fn release_device(&self, dev: &str) {
+        self.held_devices().remove(dev);
+    }
+
+    fn held_devices(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forget injected failures that have not fired.
@@ -742,16 +761,38 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Every symlink under `root` that points at `target`.
+/// Every symlink in the tree that points at `target`. configfs links live only in TPG LUN and
+/// mapped-LUN directories; only those are searched.
 fn links_to(root: &Path, target: &Path) -> Vec<PathBuf> {
     let target = normalize(target);
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut holders = Vec::new();
+    for fabric in subdirs(root) {
+        if fabric.file_name().is_some_and(|n| n == "core") {
+            continue;
+        }
+        for tpg in subdirs(&fabric).iter().flat_map(|w| subdirs(w)) {
+            holders.extend(subdirs(&tpg.join("lun")));
+            for acl in subdirs(&tpg.join("acls")) {
+                holders.extend(subdirs(&acl));
+            }
+        }
+    }
+    holders
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten())
         .filter_map(|e| e.ok())
-        .filter(|e| e.path_is_symlink())
-        .filter(|e| link_target(e.path()).as_deref() == Some(target.as_path()))
-        .map(|e| e.into_path())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .map(|e| e.path())
+        .filter(|p| link_target(p).as_deref() == Some(target.as_path()))
         .collect()
 }
 
@@ -1050,7 +1091,9 @@ impl FakeFs {
                     return Err(errno(nix::libc::EINVAL));
                 };
                 // The kernel opens the device exclusively.
-                if prefix == "iblock" && self.claimed(root, &dir, &dev) {
+                if prefix == "iblock"
+                    && (self.held_devices().contains(&dev) || self.claimed(root, &dir, &dev))
+                {
                     return Err(errno(nix::libc::EBUSY));
                 }
             }

@@ -824,6 +824,17 @@ fn fake_kernel_semantics() {
         info.contains("iBlock device: vdx  UDEV PATH: /dev/vdx  readonly: 1"),
         "{info}"
     );
+    // A device someone else holds.
+    fake.hold_device("/dev/held");
+    ops.mkdir(&core.join("iblock_5/h")).unwrap();
+    ops.write(&core.join("iblock_5/h/control"), "udev_path=/dev/held")
+        .unwrap();
+    assert_eq!(
+        e(ops.write(&core.join("iblock_5/h/enable"), "1")),
+        nix::libc::EBUSY
+    );
+    fake.release_device("/dev/held");
+    ops.write(&core.join("iblock_5/h/enable"), "1").unwrap();
     // Attribute rules.
     assert_eq!(
         e(ops.write(&x.join("attrib/hw_block_size"), "4096")),
