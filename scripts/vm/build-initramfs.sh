@@ -56,6 +56,7 @@ build_base() { # out
   TMPS+=("$r")
   mkdir -p "$r"/{bin,sbin,etc/iscsi,etc/target,proc,sys,dev,tmp,run,var/lib/iscsi,var/lock,lib64,usr/bin,usr/sbin,root,e2e}
   mkdir -p "$r/$LIBDIR" "$r/run/lock/iscsi"
+  ln -s ../run "$r/var/run"
 
   cp /bin/busybox "$r/bin/busybox"
   for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done

@@ -1,5 +1,6 @@
 # shellcheck shell=sh
 # shellcheck disable=SC2016 # check and wait_for take code in single quotes, evaluated later
+# shellcheck disable=SC2317 # a library: its functions are called by the scenarios
 # Helpers for the end-to-end scenarios (POSIX sh: the test VM runs busybox sh).
 # A scenario sources this file:   . "$(dirname "$0")/lib.sh"
 # See README.md beside this file for the scenario contract.
@@ -377,12 +378,15 @@ _e2e_alive() { # PID: running (a zombie does not count)
 
 # daemon_start [ARG...]: start `lio-replica serve --socket $LR_SOCKET --dm kernel ARG...` in its
 # own session, logging to $LR_LOG, and wait (30 s) for its socket
+# shellcheck disable=SC2120 # the arguments are optional
 daemon_start() {
   rm -f "$LR_SOCKET" "$E2E_STATE/daemon.pid"
   # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
   setsid sh -c 'echo $$ > "$0"; exec lio-replica "$@"' "$E2E_STATE/daemon.pid" \
     serve --socket "$LR_SOCKET" --dm kernel "$@" >> "$LR_LOG" 2>&1 < /dev/null &
-  if ! wait_for 30 '[ -S "$LR_SOCKET" ] || ! _e2e_alive "$(daemon_pid)"' || [ ! -S "$LR_SOCKET" ]; then
+  # up when the socket is there; given up on when it exited (once its pid file exists)
+  if ! wait_for 30 '[ -S "$LR_SOCKET" ] || { [ -n "$(daemon_pid)" ] && ! _e2e_alive "$(daemon_pid)"; }' ||
+     [ ! -S "$LR_SOCKET" ]; then
     fail "daemon did not come up (log: $(tail -n 3 "$LR_LOG" | tr '\n' ' '))"
     return 1
   fi
