@@ -16,7 +16,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 
 W=${LIO_VM_DIR:-/var/tmp/lio-replica-vm}
 mkdir -p "$W/debs"
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 
 SUDO=()
 [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
