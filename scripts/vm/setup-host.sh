@@ -150,6 +150,13 @@ if [ ! -e "$IROOT/.done" ]; then
   unpack "$IROOT" "${IDEBS[@]}"
 fi
 
+# the mirror moves on with security updates: drop what the previous kernels left behind
+find "$W/kernel" -mindepth 1 -maxdepth 1 ! -name "$(basename "$KROOT")" -exec rm -rf {} +
+find "$W/iscsi" -mindepth 1 -maxdepth 1 ! -name "$IKEY" -exec rm -rf {} +
+KEEP=()
+for d in "$KDEB" "${IDEBS[@]}"; do KEEP+=(! -name "$(basename "$d")"); done
+find "$W/debs" -maxdepth 1 -name '*.deb' "${KEEP[@]}" -delete
+
 cat > "$W/host.env.tmp" <<EOF
 KVER=$KVER
 KROOT=$KROOT
