@@ -66,7 +66,18 @@ failures() { wc -l < "$E2E_STATE/fails" | tr -d ' '; }
 check() {
   _e2e_cmd=$1
   shift
+  _e2e_own_params check "$_e2e_cmd" || return 1
   if eval "$_e2e_cmd"; then pass "$*"; else fail "$* [failed: $_e2e_cmd]"; return 1; fi
+}
+
+# A command for check/wait_for that uses $1, $@, ... would silently see the helper's own
+# parameters, not the caller's: refuse it with a clear failure instead (\$1 is fine).
+_e2e_own_params() { # WHO COMMAND
+  case $(printf '%s' "$2" | sed 's/\\\$//g') in
+    *'$'[1-9@*#]* | *'${'[1-9@*#]*)
+      fail "$1 '$2': inside $1, \$1 \$2 ... \$@ are $1's own arguments; copy the value to a variable first"
+      return 1 ;;
+  esac
 }
 
 # run CMD ARG...: log the command, run it, log a non-zero status; returns its status
@@ -81,6 +92,7 @@ run() {
 # wait_for SECONDS 'COMMAND': eval COMMAND every 0.2 s until it succeeds; 1 on timeout
 # (same rule as check: no positional parameters in COMMAND)
 wait_for() {
+  _e2e_own_params wait_for "$2" || return 1
   _e2e_wf_n=$(($1 * 5))
   while ! eval "$2"; do
     _e2e_wf_n=$((_e2e_wf_n - 1))
