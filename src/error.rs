@@ -132,7 +132,11 @@ impl Error {
         }
     }
 
-    pub fn kernel(op: impl Into<String>, object: impl Into<String>, detail: impl ToString) -> Error {
+    pub fn kernel(
+        op: impl Into<String>,
+        object: impl Into<String>,
+        detail: impl ToString,
+    ) -> Error {
         Error::Kernel {
             op: op.into(),
             object: object.into(),
@@ -140,7 +144,11 @@ impl Error {
         }
     }
 
-    pub fn parse(what: impl Into<String>, field: impl Into<String>, detail: impl ToString) -> Error {
+    pub fn parse(
+        what: impl Into<String>,
+        field: impl Into<String>,
+        detail: impl ToString,
+    ) -> Error {
         Error::Parse {
             what: what.into(),
             field: field.into(),
@@ -159,7 +167,10 @@ mod tests {
         assert_eq!(Error::InUse("x".into()).return_code().value(), 6);
         assert_eq!(Error::NotSupported("x".into()).return_code().value(), 1);
         assert_eq!(Error::Timeout("x".into()).return_code().value(), 3);
-        assert_eq!(Error::kernel("load", "dev", "EBUSY").return_code().value(), 4);
+        assert_eq!(
+            Error::kernel("load", "dev", "EBUSY").return_code().value(),
+            4
+        );
         assert_eq!(ReturnCode::from_value(4096), Some(ReturnCode::JobStarted));
         assert_eq!(ReturnCode::from_value(7), None);
     }

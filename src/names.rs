@@ -60,9 +60,9 @@ pub fn parse_element(element: &str) -> Result<(String, String)> {
         }
     };
     let plugin_ok = matches!(plugin, "block" | "fileio" | "ramdisk" | "pscsi")
-        || plugin
-            .strip_prefix("user:")
-            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        || plugin.strip_prefix("user:").is_some_and(|h| {
+            !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
     if !plugin_ok {
         return Err(Error::Invalid(format!(
             "element {element:?}: unknown backstore type {plugin:?} (block, fileio, ramdisk, pscsi, user:HANDLER)"

@@ -165,6 +165,29 @@ fn rebuild_on<'a>(
                 cfs.delete_storage_object(&cur)
             },
         )?;
+        // identity: every attribute must read back as it was
+        let lost: Vec<String> = so
+            .attributes
+            .iter()
+            .filter(|(k, v)| new_so.attributes.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k} (was {v}, now {})",
+                    new_so
+                        .attributes
+                        .get(k)
+                        .map(String::as_str)
+                        .unwrap_or("missing")
+                )
+            })
+            .collect();
+        if !lost.is_empty() {
+            return Err(Error::kernel(
+                "restore attributes of",
+                new_so.path.display().to_string(),
+                format!("the kernel did not keep: {}", lost.join(", ")),
+            ));
+        }
         for e in &exports {
             let new_so = &new_so;
             p.step(

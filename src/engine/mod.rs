@@ -359,12 +359,8 @@ impl Engine {
 
     fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
         let i = &*self.inner;
-        let rel = i
-            .rels
-            .lock()
-            .unwrap()
-            .get(rel_id)
-            .cloned()
+        let by_id = i.rels.lock().unwrap().get(rel_id).cloned();
+        let rel = by_id
             .or_else(|| i.relationship_of(rel_id))
             .ok_or_else(|| Error::NotFound(format!("no relationship {rel_id:?}")))?;
         let _claim = i.claim(&[rel.source.clone(), rel.target.clone()])?;
@@ -571,7 +567,10 @@ pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
         cfg.lock_path.clone(),
     );
     let dm: Arc<dyn DmBackend> = match cfg.dm {
-        DmChoice::Kernel | DmChoice::Sim => anyhow::bail!("device-mapper backend not wired yet"),
+        DmChoice::Kernel => {
+            Arc::new(crate::dm::KernelDm::new().context("opening device-mapper control")?)
+        }
+        DmChoice::Sim => Arc::new(crate::dm::SimDm::new()),
     };
     let engine = Engine::new(cfs, dm, Options::default()).context("starting the engine")?;
     Ok(Arc::new(engine))

@@ -194,7 +194,7 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     match line.target_type.as_str() {
         "mirror" => {
             let s = MirrorStatus::parse(&line.params)?;
-            let failed = s.health.iter().position(|c| *c != 'A').map(|leg| {
+            let failed = s.failed_legs().first().map(|&leg| {
                 format!(
                     "mirror leg {leg} ({}) failed: health {}",
                     s.devices.get(leg).cloned().unwrap_or_default(),
@@ -202,8 +202,8 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
                 )
             });
             Ok(Progress {
-                percent: pct(s.in_sync, s.total),
-                synced: s.total > 0 && s.in_sync == s.total,
+                percent: s.percent().into(),
+                synced: s.is_synced(),
                 failed,
                 replicating: true,
             })
@@ -217,8 +217,8 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
                 )
             });
             Ok(Progress {
-                percent: pct(s.in_sync, s.total),
-                synced: s.total > 0 && s.in_sync == s.total && s.sync_action == "idle",
+                percent: s.percent().into(),
+                synced: s.is_synced(),
                 failed,
                 replicating: true,
             })
@@ -230,17 +230,6 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
             replicating: false,
         }),
     }
-}
-
-/// Whole percent, 100 only when complete.
-fn pct(done: u64, total: u64) -> u16 {
-    if total == 0 {
-        return 0;
-    }
-    if done >= total {
-        return 100;
-    }
-    (done.saturating_mul(100) / total).min(99) as u16
 }
 
 /// What a sync job does once the copy is in sync.

@@ -1,1 +1,694 @@
+//! Engine tests on a fake configfs tree and the simulated device-mapper: the tables each copy
+//! type loads and in what order, every return value, rollback after a failure injected at
+//! every step, adoption keeping identity, rediscovery, conflicts and job states.
 
+use super::*;
+use crate::configfs::fake::{fake_tree, tree_listing, FakeFs};
+use crate::configfs::{FsOps, IblockSpec};
+use crate::dm::{SimDm, SimOp, SyncStep};
+use crate::service::{JobState, Service};
+use std::time::Duration;
+
+const MB: u64 = 2048; // sectors
+
+struct World {
+    dir: tempfile::TempDir,
+    cfs: ConfigFs,
+    fake: Arc<FakeFs>,
+    sim: Arc<SimDm>,
+    engine: Engine,
+}
+
+fn opts() -> Options {
+    Options {
+        poll_interval: Duration::from_millis(5),
+        stop_wait: Duration::from_secs(10),
+        suspend_timeout: Duration::from_millis(200),
+        raid_meta_sectors: 64,
+        ..Options::default()
+    }
+}
+
+impl World {
+    /// Disks `d0..dN` of the given sizes (sectors), registered with the simulator.
+    fn new(sizes: &[u64]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfs, fake) = fake_tree(dir.path());
+        let sim = Arc::new(SimDm::with_dir(dir.path().join("dm")));
+        std::fs::create_dir_all(dir.path().join("disks")).unwrap();
+        for (k, s) in sizes.iter().enumerate() {
+            let p = dir.path().join("disks").join(format!("d{k}"));
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_len(s * 512).unwrap();
+            sim.add_disk(&p, *s);
+        }
+        let engine = Engine::new(cfs.clone(), sim.clone(), opts()).unwrap();
+        World {
+            dir,
+            cfs,
+            fake,
+            sim,
+            engine,
+        }
+    }
+
+    fn disk(&self, k: usize) -> PathBuf {
+        self.dir.path().join("disks").join(format!("d{k}"))
+    }
+
+    fn iblock(&self, name: &str, disk: usize) -> StorageObject {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("emulate_tpu".to_string(), "1".to_string());
+        self.cfs
+            .create_iblock(&IblockSpec {
+                name: name.into(),
+                hba: None,
+                dev: self.disk(disk),
+                wwn: Some(format!("5e2e0000-0000-4000-8000-00000000000{disk}")),
+                readonly: false,
+                attributes,
+            })
+            .unwrap()
+    }
+
+    /// Export `so` as LUN 3 of a TPG with an ACL mapping it as mapped LUN 7 (write-protected).
+    fn export(&self, so: &StorageObject, iqn: &str) -> PathBuf {
+        let tpg = self.cfs.create_tpg("iscsi", iqn, 1).unwrap();
+        self.cfs.create_lun(&tpg, 3, so, "lnk_x").unwrap();
+        let acl = self
+            .cfs
+            .create_node_acl(&tpg, "iqn.1993-08.org.debian:01:init")
+            .unwrap();
+        self.cfs
+            .create_mapped_lun(&acl, 7, 3, "mlnk", true)
+            .unwrap();
+        self.cfs.set_tpg_enabled(&tpg, true).unwrap();
+        tpg
+    }
+
+    /// The whole observable state: the configfs tree and every dm device with its table.
+    fn state(&self) -> (Vec<String>, Vec<String>) {
+        let mut dm: Vec<String> = self
+            .sim
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let t = self.sim.table(&d.name).unwrap();
+                format!("{} {} {:?}", d.name, d.suspended, t)
+            })
+            .collect();
+        dm.sort();
+        (tree_listing(self.cfs.root()), dm)
+    }
+
+    fn attach(&self, s: &str, t: &str, ct: u16) -> MethodResult {
+        self.engine.attach_replica(s, t, ct)
+    }
+
+    fn wait_job(&self, id: &str) -> JobView {
+        self.engine
+            .jobs()
+            .wait(id, Duration::from_secs(20))
+            .unwrap()
+    }
+
+    fn table_of(&self, suffix: &str) -> String {
+        let n = DmName::new(suffix).unwrap();
+        crate::dm::table::format_table(&self.sim.table(&n).unwrap())
+    }
+
+    fn rels(&self) -> Vec<RelationshipView> {
+        self.engine.relationships().unwrap()
+    }
+}
+
+#[test]
+fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    w.iblock("src", 0);
+    w.iblock("tgt", 1);
+    w.sim.set_sync_step(SyncStep::Percent(10));
+    let r = w.attach("/backstores/block/src", "block/tgt", 3);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    let job = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(job.job_state, JobState::Completed.value(), "{job:?}");
+    assert_eq!(job.percent_complete, 100);
+    assert_eq!(job.relationship.as_deref(), Some("src/tgt"));
+    let rels = w.rels();
+    assert_eq!(rels.len(), 1);
+    assert_eq!(rels[0].sync_state, 6, "{rels:?}");
+    assert_eq!(rels[0].copy_type, 3);
+    assert!(rels[0].when_synced.is_some());
+    // the tables, and the order of the kernel changes
+    let t = w.table_of("so-src");
+    assert!(
+        t.contains("mirror core 1 1024 2 8:0 0 8:16 0 1 handle_errors"),
+        "{t}"
+    );
+    assert!(w.table_of("so-tgt").contains("linear 8:16 0"));
+    assert!(w.table_of("rel3-src").contains("0 1 linear 8:16 0"));
+    let ops: Vec<String> = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.ok)
+        .map(|c| format!("{:?} {}", c.op, c.name))
+        .collect();
+    let want = [
+        "Create lio-replica-v1-so-src",
+        "Create lio-replica-v1-so-tgt",
+        "Create lio-replica-v1-rel3-src",
+        "Suspend lio-replica-v1-so-src",
+        "Load lio-replica-v1-so-src",
+        "Resume lio-replica-v1-so-src",
+    ];
+    let got: Vec<&str> = ops
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !o.starts_with("Status") && !o.starts_with("Wait"))
+        .collect();
+    assert_eq!(got, want);
+    // both backstores now sit on our devices
+    let so = w.cfs.find_storage_object("block", "src").unwrap();
+    assert_eq!(
+        so.udev_path.as_deref(),
+        Some(
+            w.sim
+                .device_path(&DmName::new("so-src").unwrap())
+                .unwrap()
+                .to_str()
+                .unwrap()
+        )
+    );
+}
+
+#[test]
+fn return_values_and_reasons() {
+    let w = World::new(&[64 * MB, 64 * MB, 32 * MB, 64 * MB, 64 * MB]);
+    w.iblock("src", 0);
+    w.iblock("tgt", 1);
+    w.iblock("small", 2);
+    let exp = w.iblock("exported", 3);
+    w.export(&exp, "iqn.2003-01.org.example:exp");
+    let before = w.state();
+    let cases: &[(&str, &str, u16, u32, &str)] = &[
+        ("block/src", "block/tgt", 0, 5, "CopyType 0 is not valid"),
+        ("block/src", "block/tgt", 1, 5, "CopyType 1 is not valid"),
+        ("block/src", "block/tgt", 6, 5, "CopyType 6"),
+        ("block/src", "block/tgt", 32767, 5, "CopyType 32767"),
+        ("block/src", "block/tgt", 32768, 1, "vendor-specific"),
+        ("block/src", "block/tgt", 65535, 1, "vendor-specific"),
+        ("block/src", "", 3, 5, "missing TargetElement"),
+        (
+            "block/nosuch",
+            "block/tgt",
+            3,
+            5,
+            "source element /backstores/block/nosuch does not exist",
+        ),
+        ("block/src", "block/nosuch", 3, 5, "target element"),
+        ("block/src", "/backstores/block/src", 3, 5, "same element"),
+        ("block/src", "block/small", 3, 5, "smaller than source"),
+        (
+            "block/src",
+            "block/exported",
+            3,
+            6,
+            "exported through iscsi/iqn.2003-01.org.example:exp/tpgt_1/lun_3",
+        ),
+        ("block/../etc", "block/tgt", 3, 5, "not of the form"),
+        (
+            "block/src",
+            "block/tgt",
+            2,
+            5,
+            "too small for an Async copy",
+        ),
+    ];
+    for (s, t, ct, code, why) in cases {
+        let r = w.attach(s, t, *ct);
+        assert_eq!(r.return_value, *code, "{s} {t} {ct}: {r:?}");
+        let d = r.description.unwrap_or_default();
+        assert!(d.contains(why), "{s} {t} {ct}: {d:?} lacks {why:?}");
+        assert_eq!(w.state(), before, "{s} {t} {ct} changed something");
+    }
+}
+
+#[test]
+fn other_plugins_are_not_supported() {
+    let w = World::new(&[64 * MB]);
+    w.iblock("tgt", 0);
+    let f = w.cfs.root().join("core/fileio_0/f0");
+    w.fake.mkdir(f.parent().unwrap()).unwrap();
+    w.fake.mkdir(&f).unwrap();
+    let file = w.dir.path().join("f0.img");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    w.fake
+        .write(
+            &f.join("control"),
+            &format!("fd_dev_name={},fd_dev_size={}", file.display(), 64 << 20),
+        )
+        .unwrap();
+    w.fake.write(&f.join("enable"), "1").unwrap();
+    let r = w.attach("fileio/f0", "block/tgt", 3);
+    assert_eq!(r.return_value, 1, "{r:?}");
+    assert!(r.description.unwrap().contains("fileio backstore"));
+    let r = w.engine.adopt("fileio/f0");
+    assert_eq!(r.return_value, 1, "{r:?}");
+}
+
+#[test]
+fn adoption_keeps_identity_and_is_idempotent() {
+    let w = World::new(&[64 * MB]);
+    let so = w.iblock("src", 0);
+    let tpg = w.export(&so, "iqn.2003-01.org.example:t");
+    let before = w.cfs.find_storage_object("block", "src").unwrap();
+    let r = w.engine.adopt("block/src");
+    assert_eq!(r.return_value, 0, "{r:?}");
+    let after = w.cfs.find_storage_object("block", "src").unwrap();
+    assert_eq!(after.hba, before.hba);
+    assert_eq!(after.wwn, before.wwn);
+    assert_eq!(after.attributes, before.attributes);
+    assert_eq!(after.readonly, before.readonly);
+    assert!(after.enabled);
+    assert_ne!(after.udev_path, before.udev_path);
+    let t = &w.cfs.targets().unwrap()[0];
+    let tpg_now = &t.tpgs[0];
+    assert_eq!(tpg_now.path, tpg);
+    assert!(tpg_now.enabled);
+    assert_eq!(tpg_now.luns.len(), 1);
+    assert_eq!(tpg_now.luns[0].index, 3);
+    assert_eq!(tpg_now.luns[0].link_name, "lnk_x");
+    assert_eq!(
+        tpg_now.luns[0].storage_object,
+        Some((before.hba.clone(), "src".to_string()))
+    );
+    let m = &tpg_now.acls[0].mapped_luns[0];
+    assert_eq!((m.index, m.tpg_lun, m.write_protect), (7, 3, true));
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    let views = w.engine.storage_objects().unwrap();
+    let v = views.iter().find(|v| v.name == "src").unwrap();
+    assert!(v.adopted, "{v:?}");
+    assert_eq!(
+        v.exported_by,
+        vec!["iscsi/iqn.2003-01.org.example:t/tpgt_1/lun_3"]
+    );
+    // again: nothing changes
+    let s1 = w.state();
+    assert_eq!(w.engine.adopt("block/src").return_value, 0);
+    assert_eq!(w.state(), s1);
+}
+
+/// Run `op` in a fresh world once to count the kernel changes, then once per change with a
+/// failure injected there: every run must fail and leave the world exactly as it was.
+fn rollback_at_every_step(
+    sizes: &[u64],
+    setup: impl Fn(&World),
+    op: impl Fn(&World) -> MethodResult,
+) {
+    let w = World::new(sizes);
+    setup(&w);
+    let (dm0, fs0) = (w.sim.mutating_call_count(), w.fake.calls().len());
+    let r = op(&w);
+    assert!(r.return_value == 0 || r.return_value == 4096, "{r:?}");
+    let dm_steps = w.sim.mutating_call_count() - dm0;
+    let fs_steps = w.fake.calls().len() - fs0;
+    assert!(dm_steps > 0 && fs_steps > 0);
+    for (kind, steps) in [("dm", dm_steps as usize), ("configfs", fs_steps)] {
+        for k in 1..=steps {
+            let w = World::new(sizes);
+            setup(&w);
+            w.sim.set_sync_step(SyncStep::Units(1));
+            let before = w.state();
+            if kind == "dm" {
+                w.sim.fail_at_call(k as u64);
+            } else {
+                w.fake.fail_at_call(k);
+            }
+            let r = op(&w);
+            w.sim.fail_at_call(0);
+            if r.return_value == 0 || r.return_value == 4096 {
+                // only a step whose failure does not matter may be tolerated: removing an
+                // emptied HBA directory (it is reused when the object is re-created)
+                let failed: Vec<_> = w.fake.calls().into_iter().filter(|c| c.failed).collect();
+                assert!(
+                    kind == "configfs"
+                        && failed.len() == 1
+                        && failed[0].op == crate::configfs::fake::FakeOp::Rmdir
+                        && failed[0].path.parent().is_some_and(|p| p.ends_with("core")),
+                    "{kind} step {k}/{steps} did not fail the operation: {failed:?}"
+                );
+                continue;
+            }
+            assert!(
+                r.return_value == 4 || r.return_value == 2,
+                "{kind} step {k}/{steps}: {r:?}"
+            );
+            assert!(r.description.is_some());
+            assert_eq!(
+                w.state(),
+                before,
+                "{kind} step {k}/{steps} left something behind: {r:?}"
+            );
+            assert!(w.rels().is_empty());
+        }
+    }
+}
+
+fn exported_pair(w: &World) {
+    let so = w.iblock("src", 0);
+    w.export(&so, "iqn.2003-01.org.example:src");
+    w.iblock("tgt", 1);
+}
+
+#[test]
+fn rollback_sync() {
+    rollback_at_every_step(&[64 * MB, 64 * MB], exported_pair, |w| {
+        w.attach("block/src", "block/tgt", 3)
+    });
+}
+
+#[test]
+fn rollback_snapshot() {
+    rollback_at_every_step(&[64 * MB, 64 * MB], exported_pair, |w| {
+        w.attach("block/src", "block/tgt", 4)
+    });
+}
+
+#[test]
+fn rollback_async() {
+    rollback_at_every_step(&[64 * MB, 65 * MB], exported_pair, |w| {
+        w.attach("block/src", "block/tgt", 2)
+    });
+}
+
+#[test]
+fn rollback_adoption() {
+    rollback_at_every_step(&[64 * MB, 64 * MB], exported_pair, |w| {
+        w.engine.adopt("block/src")
+    });
+}
+
+#[test]
+fn suspend_timeout_is_return_value_3_and_rolls_back() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.engine.adopt("block/src");
+    w.engine.adopt("block/tgt");
+    let before = w.state();
+    w.sim.set_suspend_hangs(true);
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(r.return_value, 3, "{r:?}");
+    w.sim.set_suspend_hangs(false);
+    assert_eq!(w.state(), before);
+}
+
+#[test]
+fn snapshot_is_done_at_return_and_reports_cow_usage() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 4);
+    assert_eq!((r.return_value, r.job.as_deref()), (0, None), "{r:?}");
+    assert_eq!(r.relationship.as_deref(), Some("src/tgt"));
+    assert!(w.table_of("so-src").contains("snapshot-origin 8:0"));
+    assert!(w.table_of("so-tgt").contains("snapshot 8:0 8:16 P 8"));
+    let tgt = DmName::new("so-tgt").unwrap();
+    w.sim.set_snapshot_usage(&tgt, 8 * MB).unwrap();
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 11, "{v:?}");
+    assert!(v.cow_used_sectors.unwrap() >= 8 * MB);
+    w.sim
+        .set_snapshot_status(&tgt, crate::dm::SnapshotStatus::Invalid)
+        .unwrap();
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    assert!(v
+        .progress_status
+        .as_ref()
+        .unwrap()
+        .contains("source is unaffected"));
+    // detach: both back on linear, record gone
+    let m = w.engine.modify_synchronization("src/tgt", 2);
+    assert_eq!(m.return_value, 0, "{m:?}");
+    assert!(w.table_of("so-src").contains("linear"));
+    assert!(w.table_of("so-tgt").contains("linear 8:16 0"));
+    assert!(w.rels().is_empty());
+    assert!(w
+        .sim
+        .info(&DmName::new("rel4-src").unwrap())
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn snapshot_resync_takes_a_new_point_in_time() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
+    let tgt = DmName::new("so-tgt").unwrap();
+    w.sim.set_snapshot_usage(&tgt, 8 * MB).unwrap();
+    let m = w.engine.modify_synchronization("src/tgt", 4);
+    assert_eq!(m.return_value, 0, "{m:?}");
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 11);
+    assert!(v.cow_used_sectors.unwrap() < 8 * MB, "{v:?}");
+}
+
+#[test]
+fn clone_splits_at_the_end_and_leaves_no_relationship() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert_eq!(j.percent_complete, 100);
+    assert!(w.rels().is_empty());
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    assert!(w
+        .sim
+        .info(&DmName::new("rel5-src").unwrap())
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
+    let w = World::new(&[64 * MB, 65 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 2);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    let t = w.table_of("so-src");
+    assert!(t.contains("raid raid1"), "{t}");
+    assert!(t.contains("write_mostly 1"), "{t}");
+    assert!(t.contains("max_write_behind"), "{t}");
+    assert!(w
+        .table_of("meta0-src")
+        .contains(&format!("64 linear 8:16 {}", 64 * MB)));
+    assert!(w
+        .table_of("meta1-src")
+        .contains(&format!("64 linear 8:16 {}", 64 * MB + 64)));
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
+    assert_eq!(v.max_lag_writes, Some(256));
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        0
+    );
+    assert!(w
+        .sim
+        .info(&DmName::new("meta0-src").unwrap())
+        .unwrap()
+        .is_none());
+    assert!(w.table_of("so-src").contains("linear"));
+}
+
+#[test]
+fn terminate_rolls_the_relationship_back() {
+    for (req, state) in [(4u16, 8u16), (5, 9)] {
+        let w = World::new(&[64 * MB, 64 * MB]);
+        exported_pair(&w);
+        w.sim.set_sync_step(SyncStep::Units(1));
+        let r = w.attach("block/src", "block/tgt", 3);
+        let job = r.job.unwrap();
+        let s = w.engine.request_state_change(&job, req);
+        assert_eq!(s.return_value, 0, "{s:?}");
+        let j = w.engine.job(&job).unwrap();
+        assert_eq!(j.job_state, state);
+        assert!(w.table_of("so-src").contains("linear 8:0 0"));
+        assert!(w.rels().is_empty());
+        assert!(w
+            .sim
+            .info(&DmName::new("rel3-src").unwrap())
+            .unwrap()
+            .is_none());
+        // the job is over: a second request is refused
+        assert_eq!(w.engine.request_state_change(&job, req).return_value, 5);
+    }
+}
+
+#[test]
+fn leg_failure_breaks_the_relationship_and_the_job() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Units(1));
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.sim
+        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    assert_eq!(j.error_code, 4);
+    assert!(j.error_description.unwrap().contains("leg 1"));
+    assert_eq!(w.rels()[0].sync_state, 12);
+    assert_eq!(
+        w.engine.get_error(r.job.as_ref().unwrap()),
+        Some(
+            w.engine
+                .job(r.job.as_ref().unwrap())
+                .unwrap()
+                .error_description
+        )
+    );
+}
+
+#[test]
+fn fracture_and_resync() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 3).return_value,
+        0
+    );
+    assert_eq!(w.rels()[0].sync_state, 13);
+    assert!(w.table_of("so-src").contains("linear"));
+    // fracturing twice is invalid
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 3).return_value,
+        5
+    );
+    let m = w.engine.modify_synchronization("src/tgt", 4);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.rels()[0].sync_state, 6);
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 5).return_value,
+        1
+    );
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 9).return_value,
+        5
+    );
+    assert_eq!(w.engine.modify_synchronization("nosuch", 2).return_value, 5);
+}
+
+#[test]
+fn relationships_are_rediscovered_by_a_new_daemon() {
+    let w = World::new(&[64 * MB, 64 * MB, 64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.iblock("a", 2);
+    w.iblock("b", 3);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(w.attach("block/a", "block/b", 4).return_value, 0);
+    let mut before = w.rels();
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let mut after = e2.relationships().unwrap();
+    for v in before.iter_mut().chain(after.iter_mut()) {
+        v.when_synced = None; // kept in memory only
+    }
+    assert_eq!(after, before);
+    // and it can end them
+    assert_eq!(e2.modify_synchronization("a/b", 2).return_value, 0);
+    assert_eq!(e2.modify_synchronization("src/tgt", 2).return_value, 0);
+    assert!(e2.relationships().unwrap().is_empty());
+}
+
+#[test]
+fn a_copy_in_progress_is_finished_by_a_new_daemon() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Units(1));
+    // the first daemon dies before its job could finish: its job stops following (here: a
+    // status read fails) and leaves the kernel as it is, mirror still syncing
+    let r = w.attach("block/src", "block/tgt", 5);
+    assert_eq!(r.return_value, 4096);
+    w.sim.fail_next(
+        SimOp::Status,
+        Some("so-src"),
+        Error::Other("the daemon died".into()),
+    );
+    let j1 = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j1.job_state, 10, "{j1:?}");
+    assert!(w.table_of("so-src").contains("mirror"));
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert!(e2.relationships().unwrap().is_empty());
+    assert!(w.table_of("so-src").contains("linear"));
+}
+
+#[test]
+fn conflicting_attaches_exactly_one_wins() {
+    for _ in 0..10 {
+        let w = Arc::new(World::new(&[64 * MB, 64 * MB, 64 * MB]));
+        w.iblock("src", 0);
+        w.iblock("t1", 1);
+        w.iblock("t2", 2);
+        let handles: Vec<_> = ["block/t1", "block/t2"]
+            .into_iter()
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || w.attach("block/src", t, 4).return_value)
+            })
+            .collect();
+        let mut codes: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        codes.sort();
+        assert_eq!(codes, vec![0, 6]);
+        assert_eq!(w.rels().len(), 1);
+    }
+}
+
+#[test]
+fn element_in_a_relationship_is_in_use() {
+    let w = World::new(&[64 * MB, 64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.iblock("t2", 2);
+    assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
+    let r = w.attach("block/src", "block/t2", 3);
+    assert_eq!(r.return_value, 6);
+    assert!(r
+        .description
+        .unwrap()
+        .contains("already in relationship src/tgt"));
+    assert_eq!(w.attach("block/t2", "block/tgt", 3).return_value, 6);
+    // a job still copying keeps ModifySynchronization off
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Units(1));
+    let r = w.attach("block/src", "block/tgt", 3);
+    let m = w.engine.modify_synchronization("src/tgt", 2);
+    assert_eq!(m.return_value, 6, "{m:?}");
+    w.engine.request_state_change(r.job.as_ref().unwrap(), 4);
+}
+
+#[test]
+fn unknown_jobs() {
+    let w = World::new(&[]);
+    assert!(w.engine.job("job-1").is_none());
+    assert!(w.engine.get_error("nope").is_none());
+    assert_eq!(w.engine.request_state_change("job-9", 4).return_value, 5);
+}
