@@ -12,6 +12,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
+/// Attributes that only bound LIO's own queueing and are clamped by the kernel to the
+/// backing device's limits (a dm device may report a smaller queue than the disk under it).
+const HOST_SIDE_LIMITS: &[&str] = &["queue_depth", "optimal_sectors"];
+
 /// A storage object served through its shim.
 #[derive(Debug, Clone)]
 pub(crate) struct Backing {
@@ -165,10 +169,20 @@ fn rebuild_on<'a>(
                 cfs.delete_storage_object(&cur)
             },
         )?;
-        // identity: every attribute must read back as it was
+        // identity: every attribute the initiators can see must read back as it was; the
+        // kernel clamps the host-side queue limits to the new device's own
+        for k in HOST_SIDE_LIMITS {
+            if let (Some(old), Some(new)) = (so.attributes.get(*k), new_so.attributes.get(*k)) {
+                if old != new {
+                    warn!(element = %so.element(), attribute = k, was = %old, now = %new,
+                        "the kernel limited a host-side attribute on the new device");
+                }
+            }
+        }
         let lost: Vec<String> = so
             .attributes
             .iter()
+            .filter(|(k, _)| !HOST_SIDE_LIMITS.contains(&k.as_str()))
             .filter(|(k, v)| new_so.attributes.get(*k) != Some(*v))
             .map(|(k, v)| {
                 format!(
