@@ -13,7 +13,8 @@ lio_export src "$IQN"
 start_iscsid
 SD=$(initiator_login "$IQN")
 V80=$(vpd_serial "$SD")
-log "initiator sees unit serial: $V80"
+log "initiator sees: $V80"
+check '[ -n "$V80" ]' "the initiator sees the LUN's identity: $V80"
 daemon_start
 io_start "$SD"
 sleep 2

@@ -22,11 +22,12 @@ daemon_start
 
 # expect RC SOURCE TARGET TYPE WHY: the CLI exits RC, says why, and nothing changed
 expect() {
+  _want=$1
   dump_state /tmp/before
   lr attach "$2" "$3" --copy-type "$4" > /tmp/out 2> /tmp/err
   _rc=$?
   dump_state /tmp/after
-  check '[ "$_rc" = "$1" ]' "$5: exit $1 (got $_rc: $(cat /tmp/err))"
+  check '[ "$_rc" = "$_want" ]' "$5: exit $1 (got $_rc: $(cat /tmp/err))"
   check '[ -s /tmp/err ]' "$5: a reason on stderr"
   check 'cmp -s /tmp/before /tmp/after' "$5: configfs and device-mapper unchanged" ||
     diff /tmp/before /tmp/after >&9

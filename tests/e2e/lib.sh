@@ -447,9 +447,11 @@ jfield() {
 # shim_table NAME: the live table of the daemon's device under storage object NAME
 shim_table() { dmsetup table "lio-replica-v1-so-$1" 2>/dev/null; }
 
-# vpd_serial SDDEV: the unit serial number page (0x80) the initiator's disk reports
+# vpd_serial SDDEV: the identity the initiator's disk reports: its unit serial page (0x80)
+# and device identification (wwid, from page 0x83), as far as the initiator's kernel shows them
 vpd_serial() {
-  on_initiator "cat /sys/block/$(basename "$1")/device/vpd_pg80 2>/dev/null" | tr -dc '[:print:]'
+  _e2e_sys=/sys/block/$(basename "$1")/device
+  on_initiator "cat $_e2e_sys/vpd_pg80 $_e2e_sys/wwid 2>/dev/null" | tr -cd '0-9A-Za-z.:-'
 }
 
 # dm_slow NAME DEV MS: a dm `delay` device over DEV whose writes take MS milliseconds (a slow
