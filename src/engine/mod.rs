@@ -561,17 +561,65 @@ impl Service for Engine {
 /// Build the engine behind the API.
 pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
     use anyhow::Context;
-    let cfs = ConfigFs::with_ops(
-        cfg.configfs_root.clone(),
-        Arc::new(crate::configfs::RealFs),
-        cfg.lock_path.clone(),
-    );
-    let dm: Arc<dyn DmBackend> = match cfg.dm {
-        DmChoice::Kernel => {
-            Arc::new(crate::dm::KernelDm::new().context("opening device-mapper control")?)
+    let (ops, dm): (Arc<dyn crate::configfs::FsOps>, Arc<dyn DmBackend>) = match cfg.dm {
+        DmChoice::Kernel => (
+            Arc::new(crate::configfs::RealFs),
+            Arc::new(crate::dm::KernelDm::new().context("opening device-mapper control")?),
+        ),
+        // the simulation: a plain directory that behaves like configfs (made if missing), and
+        // device-mapper in memory; regular files stand in for disks
+        DmChoice::Sim => {
+            use crate::configfs::fake::FakeFs;
+            let fresh = !cfg.configfs_root.join("core").is_dir();
+            if fresh {
+                FakeFs::create_root(&cfg.configfs_root).with_context(|| {
+                    format!(
+                        "creating a simulated configfs at {}",
+                        cfg.configfs_root.display()
+                    )
+                })?;
+            }
+            let ops = Arc::new(FakeFs::with_root(&cfg.configfs_root));
+            if fresh {
+                let cfs = ConfigFs::with_ops(
+                    cfg.configfs_root.clone(),
+                    ops.clone(),
+                    cfg.lock_path.clone(),
+                );
+                seed_simulation(&cfs).context("seeding the simulated target")?;
+            }
+            (ops, Arc::new(crate::dm::SimDm::new()))
         }
-        DmChoice::Sim => Arc::new(crate::dm::SimDm::new()),
     };
+    let cfs = ConfigFs::with_ops(cfg.configfs_root.clone(), ops, cfg.lock_path.clone());
     let engine = Engine::new(cfs, dm, Options::default()).context("starting the engine")?;
     Ok(Arc::new(engine))
+}
+
+/// A new simulated target: four 64 MiB sparse disk images beside the configfs root, a block
+/// backstore on each (`disk0`..`disk3`), `disk0` exported as LUN 0 of an iSCSI target.
+fn seed_simulation(cfs: &ConfigFs) -> Result<()> {
+    let dir = cfs.root().parent().unwrap_or(cfs.root()).join("sim-disks");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    for k in 0..4 {
+        let img = dir.join(format!("disk{k}.img"));
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(64 << 20))
+            .map_err(|e| Error::io("create", &img, e))?;
+        let so = cfs.create_iblock(&crate::configfs::IblockSpec {
+            name: format!("disk{k}"),
+            hba: None,
+            dev: img,
+            wwn: Some(format!("5e2e0000-0000-4000-8000-00000000000{k}")),
+            readonly: false,
+            attributes: BTreeMap::new(),
+        })?;
+        if k == 0 {
+            let tpg = cfs.create_tpg("iscsi", "iqn.2003-01.org.linux-iscsi.sim:disk0", 1)?;
+            cfs.create_lun(&tpg, 0, &so, "lnk0")?;
+            cfs.set_tpg_enabled(&tpg, true)?;
+        }
+    }
+    info!(root = %cfs.root().display(), "seeded a simulated target with disk0..disk3");
+    Ok(())
 }
