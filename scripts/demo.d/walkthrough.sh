@@ -27,8 +27,10 @@ sleep 2
 lr storage-objects >&9
 
 say "CopyType 3 Sync: lio-replica attach block/db block/mirror --copy-type sync --wait"
-lr attach block/db block/mirror --copy-type sync --wait >&9 2>&1
-show "exit status $?"
+lr attach block/db block/mirror --copy-type sync --wait > /tmp/attach.out 2>&1
+rc=$?
+cat /tmp/attach.out >&9
+show "exit status $rc"
 lr relationships >&9
 show "kernel: $(shim_table db)"
 
@@ -44,8 +46,10 @@ lr relationships >&9
 lr detach db/snap >&9 2>&1
 
 say "CopyType 5 UnSyncUnAssoc: lio-replica attach block/db block/clone --copy-type unsyncunassoc --wait"
-lr attach block/db block/clone --copy-type unsyncunassoc --wait >&9 2>&1
-show "exit status $?"
+lr attach block/db block/clone --copy-type unsyncunassoc --wait > /tmp/attach.out 2>&1
+rc=$?
+cat /tmp/attach.out >&9
+show "exit status $rc"
 lr jobs >&9
 io_stop
 show "initiator: $(io_iterations) writes, $(io_errors) I/O errors"

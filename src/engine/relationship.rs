@@ -479,10 +479,7 @@ fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result
                 v.cow_used_sectors = Some(used);
                 v.cow_total_sectors = Some(total);
                 v.percent_synced = 100;
-                v.progress_status = Some(format!(
-                    "point-in-time image; COW store {used}/{total} sectors used ({}%)",
-                    used * 100 / total.max(1)
-                ));
+                v.progress_status = Some("point-in-time image".into());
                 SyncState::Idle
             }
             other => {
@@ -512,10 +509,7 @@ fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result
             SyncState::CopyInProgress
         }
         (CopyType::Async, true) => {
-            v.progress_status = Some(format!(
-                "in sync; the replica may lag by up to {} writes (write-behind)",
-                i.opts.max_write_behind / 2
-            ));
+            v.progress_status = Some("in sync, writing behind".into());
             SyncState::Synchronized
         }
         (_, true) => SyncState::Synchronized,

@@ -11,14 +11,7 @@ TGT=$(disk 1)
 MB=$(($(dev_sectors "$SRC") / 2048))
 
 fill_random "$SRC" 24 16          # data outside the writer's slots, to be copied
-lio_iblock src "$SRC" 5e2e0000-0000-4000-8000-0000000000a1 > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
-sleep 2
+serve_pair "$SRC" "$TGT" "$IQN"
 
 run lr attach block/src block/tgt --copy-type sync --wait > /tmp/attach.out 2>&1
 check '[ $? -eq 0 ]' "attach sync --wait exits 0 (job completed)"

@@ -11,14 +11,7 @@ SRC=$(dm_part e2e-src "$(disk 0)" "$SMB")
 TGT=$(disk 1)
 
 fill_random "$SRC" 24 16
-lio_iblock src "$SRC" > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
-sleep 2
+serve_pair "$SRC" "$TGT" "$IQN"
 
 run lr attach block/src block/tgt --copy-type async --wait > /tmp/attach.out 2>&1
 check '[ $? -eq 0 ]' "attach async --wait exits 0 (initial copy completed)"

@@ -12,13 +12,7 @@ TGT=$(disk 1)
 
 fill_random "$SRC" 24 16          # region R: 16..40 MiB
 H_R=$(dd if="$SRC" bs=1M skip=16 count=24 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
-lio_iblock src "$SRC" > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
+serve_pair "$SRC" "$TGT" "$IQN"
 wait_for 30 '[ "$(io_iterations)" -ge 16 ]'    # every slot written at least once
 
 run lr --json attach block/src block/tgt --copy-type unsyncassoc > /tmp/attach.json

@@ -11,14 +11,7 @@ TGT=$(dm_slow e2e-slow "$(disk 1)" 20)
 MB=$(($(dev_sectors "$SRC") / 2048))
 
 fill_random "$SRC" 64 16
-lio_iblock src "$SRC" > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
-sleep 2
+serve_pair "$SRC" "$TGT" "$IQN"
 
 lr --json attach block/src block/tgt --copy-type unsyncunassoc > /tmp/attach.json
 check '[ $? -eq 0 ]' "attach unsyncunassoc exits 0"

@@ -7,14 +7,7 @@
 IQN=iqn.2003-01.org.linux-iscsi.e2e:term
 SRC=$(disk 0)
 TGT=$(dm_slow e2e-slow "$(disk 1)" 50)
-lio_iblock src "$SRC" > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
-sleep 2
+serve_pair "$SRC" "$TGT" "$IQN"
 lr --json attach block/src block/tgt --copy-type sync > /tmp/attach.json
 JOB=$(jfield Job < /tmp/attach.json)
 check '[ -n "$JOB" ] && [ "$JOB" != null ]' "a job started: $JOB"

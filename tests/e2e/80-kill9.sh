@@ -9,14 +9,7 @@ SRC=$(disk 0)
 TGT=$(dm_slow e2e-slow "$(disk 1)" 20)
 MB=$(($(dev_sectors "$SRC") / 2048))
 fill_random "$SRC" 32 16
-lio_iblock src "$SRC" > /dev/null
-lio_iblock tgt "$TGT" > /dev/null
-lio_export src "$IQN"
-start_iscsid
-SD=$(initiator_login "$IQN")
-daemon_start
-io_start "$SD"
-sleep 2
+serve_pair "$SRC" "$TGT" "$IQN"
 lr --json attach block/src block/tgt --copy-type sync > /tmp/attach.json
 JOB=$(jfield Job < /tmp/attach.json)
 wait_for 60 '[ "$(lr --json job "$JOB" | jfield PercentComplete)" -gt 0 ]'

@@ -468,3 +468,17 @@ dm_part() {
     { fail "dm_part $1: dmsetup refused"; return 1; }
   echo "/dev/mapper/$1"
 }
+
+# serve_pair SRC_DEV TGT_DEV IQN: the common start of a copy scenario: block backstores `src`
+# on SRC_DEV and `tgt` on TGT_DEV, `src` exported as IQN and logged in to (its disk in $SD),
+# the daemon started, and the background writer running on $SD for 2 s
+serve_pair() {
+  lio_iblock src "$1" > /dev/null || return 1
+  lio_iblock tgt "$2" > /dev/null || return 1
+  lio_export src "$3" || return 1
+  start_iscsid
+  SD=$(initiator_login "$3") || return 1
+  daemon_start || return 1
+  io_start "$SD"
+  sleep 2
+}
