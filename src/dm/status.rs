@@ -76,7 +76,8 @@ impl MirrorStatus {
         if n == 0 {
             return Err(t.err("#legs", "0"));
         }
-        let mut devices = Vec::with_capacity(n);
+        // `n` comes from the line: never reserve by it (a huge count would abort on allocation)
+        let mut devices = Vec::new();
         for i in 0..n {
             devices.push(t.next(&format!("leg {i} device"))?.to_string());
         }
@@ -96,7 +97,7 @@ impl MirrorStatus {
             t.next(&format!("health arg {i}"))?;
         }
         let nlog: usize = t.num("#log args")?;
-        let mut log = Vec::with_capacity(nlog);
+        let mut log = Vec::new();
         for i in 0..nlog {
             log.push(t.next(&format!("log arg {i}"))?.to_string());
         }

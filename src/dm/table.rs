@@ -463,7 +463,8 @@ impl MirrorParams {
         if nlegs == 0 {
             return Err(t.err("#legs", "0: a mirror needs legs"));
         }
-        let mut legs = Vec::with_capacity(nlegs);
+        // `nlegs` comes from the line: never reserve by it (a huge count would abort)
+        let mut legs = Vec::new();
         for i in 0..nlegs {
             legs.push(LinearParams {
                 device: device(&mut t, &format!("leg {i} device"))?.to_string(),
