@@ -142,6 +142,10 @@ pub struct ServeArgs {
         default_value = "/var/run/rtslib_backstore.lock"
     )]
     pub lock_file: PathBuf,
+    /// Where intent records of changes in progress are kept, so that a restart after a crash
+    /// completes or rolls them back.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/lio-replica")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +235,7 @@ fn serve_inner(socket: &Path, args: &ServeArgs) -> anyhow::Result<()> {
             DmArg::Sim => DmChoice::Sim,
         },
         lock_path: args.lock_file.clone(),
+        state_dir: args.state_dir.clone(),
     };
     tracing::info!(
         configfs = %cfg.configfs_root.display(),

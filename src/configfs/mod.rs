@@ -35,7 +35,7 @@ pub trait FsOps: Send + Sync {
 /// The real kernel: plain syscalls.
 pub struct RealFs;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StorageObject {
     /// targetcli's name of the plugin: block, fileio, ramdisk, pscsi, user
     pub plugin: String,
@@ -60,7 +60,7 @@ impl StorageObject {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Target {
     pub fabric: String,
     pub wwn: String,
@@ -68,7 +68,7 @@ pub struct Target {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tpg {
     pub tag: u16,
     pub enabled: bool,
@@ -79,7 +79,7 @@ pub struct Tpg {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Lun {
     pub index: u64,
     /// Name of the symlink inside the lun directory
@@ -89,14 +89,14 @@ pub struct Lun {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NodeAcl {
     pub initiator: String,
     pub mapped_luns: Vec<MappedLun>,
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MappedLun {
     pub index: u64,
     /// index of the TPG LUN it points to
@@ -108,7 +108,7 @@ pub struct MappedLun {
 
 /// One LUN that exports a storage object, with the ACL mappings of that LUN: all that
 /// adoption must re-create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LunExport {
     pub fabric: String,
     pub wwn: String,

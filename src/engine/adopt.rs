@@ -3,6 +3,7 @@
 //! The TPGs exporting it are disabled only for the swap; initiators recover through iSCSI
 //! reconnection. `release` is the inverse, used when a later step of a plan fails.
 
+use super::journal::Intent;
 use super::plan::Plan;
 use super::{names, Element, Inner};
 use crate::configfs::{IblockSpec, StorageObject};
@@ -111,7 +112,7 @@ fn rebuild_on<'a>(
     i: &'a Inner,
     so: &StorageObject,
     what: String,
-    new_dev: &dyn Fn() -> Result<String>,
+    (new_dev, to_shim): (&dyn Fn() -> Result<String>, bool),
     middle_desc: String,
     middle: impl FnOnce() -> Result<()>,
     middle_undo: impl FnOnce() -> Result<()> + Send + 'a,
@@ -126,7 +127,18 @@ fn rebuild_on<'a>(
     let old_dev = so.udev_path.clone().unwrap_or_default();
     let spec_old = spec_of(so, &old_dev);
     let cfs = &i.cfs;
-    Plan::new(what).run(|p| {
+    let record = i.journal.record(
+        "rebuild",
+        &so.name,
+        &Intent::Rebuild {
+            so: Box::new(so.clone()),
+            old_dev: old_dev.clone(),
+            new_dev: if to_shim { String::new() } else { new_dev()? },
+            to_shim,
+            exports: exports.clone(),
+        },
+    )?;
+    let out = Plan::new(what).run(|p| {
         for tpg in &tpgs {
             p.step(
                 format!("disable {}", tpg.display()),
@@ -227,7 +239,11 @@ fn rebuild_on<'a>(
             )?;
         }
         Ok(new_so)
-    })
+    });
+    if !matches!(out, Err(Error::RollbackFailed { .. })) {
+        record.done()?;
+    }
+    out
 }
 
 /// Adopt `el` (no-op if already adopted). Complete, or rolled back entirely.
@@ -249,7 +265,7 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         i,
         so,
         format!("adopt {}", so.element()),
-        &|| Ok(dm.device_path(&shim)?.to_string_lossy().into_owned()),
+        (&|| Ok(dm.device_path(&shim)?.to_string_lossy().into_owned()), true),
         format!("create {shim} over {raw}"),
         || dm.create(&shim, &table).map(|_| ()),
         move || dm.remove(&shim_c),
@@ -273,7 +289,7 @@ pub(crate) fn release(i: &Inner, b: &Backing, raw_path: &str) -> Result<()> {
         i,
         &so,
         format!("release {}", so.element()),
-        &|| Ok(raw_path.to_string()),
+        (&|| Ok(raw_path.to_string()), false),
         format!("remove {shim}"),
         || dm.remove(&b.shim),
         move || dm.create(&shim, &table).map(|_| ()),

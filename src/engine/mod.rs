@@ -14,6 +14,7 @@
 pub mod adopt;
 pub mod async_copy;
 pub mod clone;
+pub mod journal;
 pub mod names;
 pub mod plan;
 pub mod relationship;
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     pub dm: DmChoice,
     /// rtslib's backstore lock file
     pub lock_path: PathBuf,
+    /// Where intent records are kept (crash recovery)
+    pub state_dir: PathBuf,
 }
 
 /// Knobs with defaults for production; tests shorten the waits.
@@ -70,6 +73,8 @@ pub struct Options {
     pub raid_meta_sectors: u64,
     /// dm-raid `max_write_behind` (kernel halves it: outstanding writes the replica may lag).
     pub max_write_behind: u32,
+    /// Directory of intent records for crash recovery; None keeps none.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -82,6 +87,7 @@ impl Default for Options {
             snapshot_chunk: 8,
             raid_meta_sectors: 8192,
             max_write_behind: 512,
+            state_dir: None,
         }
     }
 }
@@ -91,6 +97,7 @@ pub(crate) struct Inner {
     pub dm: Arc<dyn DmBackend>,
     pub jobs: JobManager,
     pub opts: Options,
+    pub journal: journal::Journal,
     /// Serialises every kernel change (control-plane operations are short).
     kernel: Mutex<()>,
     /// Elements an API call is working on right now.
@@ -284,13 +291,25 @@ impl Engine {
                 cfs,
                 dm,
                 jobs,
+                journal: journal::Journal::new(opts.state_dir.clone()),
                 opts,
                 kernel: Mutex::new(()),
                 claims: Mutex::new(BTreeSet::new()),
                 rels: Mutex::new(BTreeMap::new()),
             }),
         };
-        relationship::rediscover(&engine)?;
+        let resume = relationship::rediscover(&engine)?;
+        journal::recover(&engine)?;
+        for id in resume {
+            if engine.inner.rels.lock().unwrap().contains_key(&id) {
+                relationship::start_job(
+                    &engine,
+                    &id,
+                    relationship::Finish::Split,
+                    "copy (resumed after daemon restart)",
+                )?;
+            }
+        }
         Ok(engine)
     }
 
@@ -349,12 +368,26 @@ impl Engine {
         }
         let span = info_span!("attach", source = %skey, target = %tkey, copy_type = ct.value());
         let _s = span.enter();
-        match ct {
+        let record = i.journal.record(
+            "attach",
+            &src.so.name,
+            &journal::Intent::Attach {
+                source: src.so.name.clone(),
+                copy_type: ct.value(),
+            },
+        )?;
+        let out = match ct {
             CopyType::Sync => sync::attach(self, src, tgt),
             CopyType::Async => async_copy::attach(self, src, tgt),
             CopyType::UnSyncAssoc => snapshot::attach(self, src, tgt),
             CopyType::UnSyncUnAssoc => clone::attach(self, src, tgt),
+        };
+        // done or rolled back: the record has served; after a failed rollback it stays for
+        // the next start to finish
+        if !matches!(out, Err(Error::RollbackFailed { .. })) {
+            record.done()?;
         }
+        out
     }
 
     fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
@@ -592,7 +625,11 @@ pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
         }
     };
     let cfs = ConfigFs::with_ops(cfg.configfs_root.clone(), ops, cfg.lock_path.clone());
-    let engine = Engine::new(cfs, dm, Options::default()).context("starting the engine")?;
+    let opts = Options {
+        state_dir: Some(cfg.state_dir.clone()),
+        ..Options::default()
+    };
+    let engine = Engine::new(cfs, dm, opts).context("starting the engine")?;
     Ok(Arc::new(engine))
 }
 

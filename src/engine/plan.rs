@@ -30,6 +30,7 @@ impl<'a> Plan<'a> {
     ) -> Result<T> {
         let desc = desc.into();
         let out = step()?;
+        super::journal::crash_point(&desc);
         self.done.push((desc, Box::new(undo)));
         Ok(out)
     }

@@ -520,8 +520,9 @@ fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result
     })
 }
 
-/// Find relationships from the kernel's record devices and the shims' tables.
-pub(crate) fn rediscover(e: &Engine) -> Result<()> {
+/// Find relationships from the kernel's record devices and the shims' tables. Returns the
+/// UnSyncUnAssoc copies whose job must be started again.
+pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
     let i = &*e.inner;
     let devs = i.dm.list()?;
     let shims: Vec<(String, DmName)> = devs
@@ -596,8 +597,5 @@ pub(crate) fn rediscover(e: &Engine) -> Result<()> {
             }
         }
     }
-    for id in resume_clones {
-        start_job(e, &id, Finish::Split, "copy (resumed after daemon restart)")?;
-    }
-    Ok(())
+    Ok(resume_clones)
 }

@@ -29,6 +29,13 @@ fn opts() -> Options {
     }
 }
 
+fn state_opts(dir: &std::path::Path) -> Options {
+    Options {
+        state_dir: Some(dir.join("state")),
+        ..opts()
+    }
+}
+
 impl World {
     /// Disks `d0..dN` of the given sizes (sectors), registered with the simulator.
     fn new(sizes: &[u64]) -> World {
@@ -42,7 +49,7 @@ impl World {
             f.set_len(s * 512).unwrap();
             sim.add_disk(&p, *s);
         }
-        let engine = Engine::new(cfs.clone(), sim.clone(), opts()).unwrap();
+        let engine = Engine::new(cfs.clone(), sim.clone(), state_opts(dir.path())).unwrap();
         World {
             dir,
             cfs,
@@ -322,7 +329,7 @@ fn rollback_at_every_step(
         for k in 1..=steps {
             let w = World::new(sizes);
             setup(&w);
-            w.sim.set_sync_step(SyncStep::Units(1));
+            w.sim.set_sync_step(SyncStep::Percent(0));
             let before = w.state();
             if kind == "dm" {
                 w.sim.fail_at_call(k as u64);
@@ -513,7 +520,7 @@ fn terminate_rolls_the_relationship_back() {
     for (req, state) in [(4u16, 8u16), (5, 9)] {
         let w = World::new(&[64 * MB, 64 * MB]);
         exported_pair(&w);
-        w.sim.set_sync_step(SyncStep::Units(1));
+        w.sim.set_sync_step(SyncStep::Percent(0));
         let r = w.attach("block/src", "block/tgt", 3);
         let job = r.job.unwrap();
         let s = w.engine.request_state_change(&job, req);
@@ -536,7 +543,7 @@ fn terminate_rolls_the_relationship_back() {
 fn leg_failure_breaks_the_relationship_and_the_job() {
     let w = World::new(&[64 * MB, 64 * MB]);
     exported_pair(&w);
-    w.sim.set_sync_step(SyncStep::Units(1));
+    w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
     w.sim
         .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
@@ -615,7 +622,7 @@ fn relationships_are_rediscovered_by_a_new_daemon() {
 fn a_copy_in_progress_is_finished_by_a_new_daemon() {
     let w = World::new(&[64 * MB, 64 * MB]);
     exported_pair(&w);
-    w.sim.set_sync_step(SyncStep::Units(1));
+    w.sim.set_sync_step(SyncStep::Percent(0));
     // the first daemon dies before its job could finish: its job stops following (here: a
     // status read fails) and leaves the kernel as it is, mirror still syncing
     let r = w.attach("block/src", "block/tgt", 5);
@@ -678,7 +685,7 @@ fn element_in_a_relationship_is_in_use() {
     // a job still copying keeps ModifySynchronization off
     let w = World::new(&[64 * MB, 64 * MB]);
     exported_pair(&w);
-    w.sim.set_sync_step(SyncStep::Units(1));
+    w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
     let m = w.engine.modify_synchronization("src/tgt", 2);
     assert_eq!(m.return_value, 6, "{m:?}");
@@ -691,4 +698,105 @@ fn unknown_jobs() {
     assert!(w.engine.job("job-1").is_none());
     assert!(w.engine.get_error("nope").is_none());
     assert_eq!(w.engine.request_state_change("job-9", 4).return_value, 5);
+}
+
+/// Where a crash can happen: a substring of every kind of plan step.
+const CRASH_POINTS: &[&str] = &[
+    "disable ",
+    "delete mapped LUN",
+    "delete LUN",
+    "delete storage object",
+    "create lio-replica-v1-so-",
+    "create storage object",
+    "create LUN",
+    "create mapped LUN",
+    "enable ",
+    "adopt /backstores/block/src",
+    "adopt /backstores/block/tgt",
+    "create lio-replica-v1-rel",
+    "create lio-replica-v1-meta0",
+    "create lio-replica-v1-meta1",
+    "load mirror",
+    "load raid1",
+    "suspend ",
+    "load snapshot on",
+    "load snapshot-origin",
+];
+
+/// Kill the daemon (a panic on its thread, no rollback) right after each kind of step of
+/// `op`, start a new daemon on the same kernel state and check: the LUN is served as before,
+/// no relationship and no half-built device remain, no device is left suspended, and the
+/// intent records are gone.
+fn crash_at_every_step(sizes: &[u64], op: impl Fn(&World) -> MethodResult) -> usize {
+    let mut hit = 0;
+    for point in CRASH_POINTS {
+        let w = World::new(sizes);
+        exported_pair(&w);
+        let exports_before = w.cfs.targets().unwrap();
+        let so_before = w.cfs.find_storage_object("block", "src").unwrap();
+        journal::set_test_crash_point(Some(point));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&w)));
+        journal::set_test_crash_point(None);
+        if r.is_ok() {
+            continue; // this op has no such step
+        }
+        hit += 1;
+        assert!(
+            !w.engine.inner.journal.pending().is_empty(),
+            "{point}: no intent record"
+        );
+        let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
+        let so = w.cfs.find_storage_object("block", "src").unwrap();
+        assert!(so.enabled, "{point}");
+        assert_eq!(
+            (&so.hba, &so.wwn, &so.attributes),
+            (&so_before.hba, &so_before.wwn, &so_before.attributes),
+            "{point}"
+        );
+        let exports_after = w.cfs.targets().unwrap();
+        assert_eq!(exports_after.len(), exports_before.len(), "{point}");
+        for (a, b) in exports_after.iter().zip(&exports_before) {
+            for (ta, tb) in a.tpgs.iter().zip(&b.tpgs) {
+                assert_eq!(
+                    (ta.enabled, &ta.luns.len()),
+                    (tb.enabled, &tb.luns.len()),
+                    "{point}"
+                );
+                assert_eq!(ta.luns[0].index, tb.luns[0].index, "{point}");
+                assert_eq!(ta.luns[0].link_name, tb.luns[0].link_name, "{point}");
+                assert_eq!(ta.acls, tb.acls, "{point}");
+            }
+        }
+        assert!(e2.relationships().unwrap().is_empty(), "{point}");
+        for d in w.sim.list().unwrap() {
+            assert!(!d.suspended, "{point}: {} left suspended", d.name);
+            assert!(
+                names::shim_object(&d.name).is_some(),
+                "{point}: {} left behind",
+                d.name
+            );
+            let t = crate::dm::table::format_table(&w.sim.table(&d.name).unwrap());
+            assert!(t.contains(" linear "), "{point}: {} is {t}", d.name);
+        }
+        assert!(e2.inner.journal.pending().is_empty(), "{point}");
+    }
+    hit
+}
+
+#[test]
+fn crash_during_adoption_is_recovered() {
+    let hit = crash_at_every_step(&[64 * MB, 64 * MB], |w| w.engine.adopt("block/src"));
+    assert!(hit >= 8, "only {hit} crash points reached");
+}
+
+#[test]
+fn crash_during_attach_is_rolled_back() {
+    for (ct, sizes) in [
+        (3u16, [64 * MB, 64 * MB]),
+        (4, [64 * MB, 64 * MB]),
+        (2, [64 * MB, 65 * MB]),
+    ] {
+        let hit = crash_at_every_step(&sizes, |w| w.attach("block/src", "block/tgt", ct));
+        assert!(hit >= 10, "CopyType {ct}: only {hit} crash points reached");
+    }
 }

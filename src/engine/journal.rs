@@ -1,0 +1,322 @@
+//! Intent records: written (atomically: temporary file, fsync, rename, fsync of the directory)
+//! before a multi-step kernel change starts, removed once it completed or rolled back. A daemon
+//! that starts and finds one was stopped in the middle of that change (a crash, a kill -9):
+//! [`recover`] completes an adoption (so the LUN comes back) and rolls an AttachReplica back.
+//!
+//! Crash points for tests: `LIO_REPLICA_CRASH_AFTER=TEXT` makes the daemon abort right after
+//! the first plan step whose description contains TEXT (see [`crash_point`]).
+
+use super::{adopt, names, relationship, Engine, Inner};
+use crate::configfs::{IblockSpec, LunExport, StorageObject};
+use crate::dm::Target;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// What was about to happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Intent {
+    /// A storage object being re-created from `old_dev` onto `new_dev` (adopt or release).
+    Rebuild {
+        so: Box<StorageObject>,
+        old_dev: String,
+        new_dev: String,
+        /// true: onto our shim (adopt); false: back to the raw device (release)
+        to_shim: bool,
+        exports: Vec<LunExport>,
+    },
+    /// An AttachReplica of `source` (storage object name) in progress.
+    Attach { source: String, copy_type: u16 },
+}
+
+/// The directory of intent records; `None` keeps none (tests that do not test recovery).
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    dir: Option<PathBuf>,
+}
+
+/// A record on disk; `done` removes it.
+pub struct Record {
+    path: Option<PathBuf>,
+}
+
+impl Record {
+    pub fn done(self) -> Result<()> {
+        if let Some(p) = &self.path {
+            std::fs::remove_file(p).map_err(|e| Error::io("remove", p, e))?;
+            if let Some(d) = p.parent() {
+                sync_dir(d);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(d: &Path) {
+    if let Ok(f) = std::fs::File::open(d) {
+        let _ = f.sync_all();
+    }
+}
+
+impl Journal {
+    pub fn new(dir: Option<PathBuf>) -> Journal {
+        Journal { dir }
+    }
+
+    /// Write the record `KIND-KEY` (KEY is a storage object name).
+    pub fn record(&self, kind: &str, key: &str, intent: &Intent) -> Result<Record> {
+        let Some(dir) = &self.dir else {
+            return Ok(Record { path: None });
+        };
+        crate::names::validate_object_name(key)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let path = dir.join(format!("{kind}-{key}.intent.json"));
+        let tmp = dir.join(format!(".{kind}-{key}.intent.json.tmp"));
+        let body = serde_json::to_vec_pretty(intent).map_err(|e| Error::Other(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode_0600()
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| Error::io("write", &path, e))?;
+        sync_dir(dir);
+        Ok(Record { path: Some(path) })
+    }
+
+    pub fn pending(&self) -> Vec<(PathBuf, Intent)> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(PathBuf, Intent)> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".intent.json"))
+            .filter_map(|p| {
+                let text = std::fs::read(&p).ok()?;
+                match serde_json::from_slice(&text) {
+                    Ok(i) => Some((p, i)),
+                    Err(e) => {
+                        warn!(path = %p.display(), error = %e, "unreadable intent record left as is");
+                        None
+                    }
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+thread_local! {
+    static TEST_CRASH: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Tests: make the plan step whose description contains `text` panic right after it ran, on
+/// this thread, as if the daemon had died there (no rollback runs).
+pub fn set_test_crash_point(text: Option<&str>) {
+    TEST_CRASH.with(|c| *c.borrow_mut() = text.map(str::to_string));
+}
+
+/// Called after every plan step.
+pub(crate) fn crash_point(desc: &str) {
+    static ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        std::env::var("LIO_REPLICA_CRASH_AFTER")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    if let Some(p) = env {
+        if desc.contains(p.as_str()) {
+            eprintln!("lio-replica: LIO_REPLICA_CRASH_AFTER: aborting after: {desc}");
+            std::process::abort();
+        }
+    }
+    TEST_CRASH.with(|c| {
+        if let Some(p) = &*c.borrow() {
+            if desc.contains(p.as_str()) {
+                panic!("simulated crash after: {desc}");
+            }
+        }
+    });
+}
+
+fn spec(so: &StorageObject, dev: &str) -> IblockSpec {
+    IblockSpec {
+        name: so.name.clone(),
+        hba: Some(so.hba.clone()),
+        dev: PathBuf::from(dev),
+        wwn: so.wwn.clone(),
+        readonly: so.readonly,
+        attributes: so.attributes.clone(),
+    }
+}
+
+/// Finish a storage object rebuild that was interrupted: the object exists (on the new
+/// device when it can be, on the old one otherwise) with all its LUNs, mappings and enabled
+/// TPGs.
+fn recover_rebuild(
+    i: &Inner,
+    so: &StorageObject,
+    old_dev: &str,
+    new_dev: &str,
+    to_shim: bool,
+    exports: &[LunExport],
+) -> Result<()> {
+    let cfs = &i.cfs;
+    let shim = names::shim(&so.name)?;
+    let shim_info = i.dm.info(&shim)?;
+    let cur = match cfs.find_storage_object("block", &so.name) {
+        Ok(cur) => cur,
+        Err(Error::NotFound(_)) => {
+            let _lock = cfs.lock()?;
+            let dev = if to_shim && shim_info.is_some() {
+                i.dm.device_path(&shim)?.to_string_lossy().into_owned()
+            } else {
+                // a release, or the shim was never made: back on the raw device, which the
+                // shim must not hold any more
+                if let Some(d) = &shim_info {
+                    if d.open_count == 0 {
+                        i.dm.remove(&shim)?;
+                        info!(device = %shim, "removed device");
+                    }
+                }
+                if to_shim {
+                    old_dev.to_string()
+                } else {
+                    new_dev.to_string()
+                }
+            };
+            warn!(element = %so.element(), device = %dev, "re-creating a storage object an interrupted change had removed");
+            cfs.create_iblock(&spec(so, &dev))?
+        }
+        Err(e) => return Err(e),
+    };
+    let targets = cfs.targets()?;
+    for e in exports {
+        let tpg = targets
+            .iter()
+            .flat_map(|t| t.tpgs.iter())
+            .find(|t| t.path == e.tpg);
+        let Some(tpg) = tpg else {
+            warn!(tpg = %e.tpg.display(), "the TPG of a LUN to restore is gone; skipped");
+            continue;
+        };
+        if !tpg.luns.iter().any(|l| l.index == e.lun) {
+            cfs.create_lun(&e.tpg, e.lun, &cur, &e.link_name)?;
+        }
+        for (m, acl) in e.mapped.iter().zip(&e.mapped_acls) {
+            let present = tpg
+                .acls
+                .iter()
+                .find(|a| &a.path == acl)
+                .is_some_and(|a| a.mapped_luns.iter().any(|x| x.index == m.index));
+            if !present {
+                cfs.create_mapped_lun(acl, m.index, e.lun, &m.link_name, m.write_protect)?;
+            }
+        }
+        if e.tpg_enabled {
+            cfs.set_tpg_enabled(&e.tpg, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Roll back an interrupted AttachReplica of `source`.
+fn recover_attach(e: &Engine, source: &str) -> Result<()> {
+    let i = &*e.inner;
+    let rel = i
+        .rels
+        .lock()
+        .unwrap()
+        .values()
+        .find(|r| r.source_name == source)
+        .cloned();
+    if let Some(rel) = rel {
+        warn!(relationship = %rel.id, "rolling back an AttachReplica interrupted by a restart");
+        // a job the restart may have started for it stops on its own: the record is gone
+        return relationship::teardown(i, &rel);
+    }
+    // no complete record: remove whatever pieces exist
+    for d in i.dm.list()? {
+        let ours = names::parse_tag(&d.name).is_some_and(|(_, s)| s == source)
+            || (0..2).any(|k| names::meta(k, source).ok().as_ref() == Some(&d.name));
+        if ours && d.open_count == 0 {
+            i.dm.remove(&d.name)?;
+            info!(device = %d.name, "removed device left by an interrupted AttachReplica");
+        }
+    }
+    let shim = names::shim(source)?;
+    if i.dm.info(&shim)?.is_some() {
+        let table = i.dm.table(&shim)?;
+        if !matches!(table.first().map(|l| &l.target), Some(Target::Linear(_))) {
+            let raw = adopt::raw_under(i, &shim)?;
+            let len = table.iter().map(|l| l.start + l.length).max().unwrap_or(0);
+            i.swap_table(&shim, &Inner::linear(&raw, len))?;
+            info!(device = %shim, "source back on linear after an interrupted AttachReplica");
+        }
+    }
+    Ok(())
+}
+
+/// Act on every intent record left by a previous daemon; called at start after rediscovery.
+pub(crate) fn recover(e: &Engine) -> Result<()> {
+    let i = &*e.inner;
+    // A daemon that died between suspend and resume leaves a LUN stalled: resume it on the
+    // table it had (dropping a table loaded but never resumed) before anything else.
+    for d in i.dm.list()? {
+        if d.suspended {
+            let _k = i.kernel_lock();
+            if d.inactive_table {
+                i.dm.clear(&d.name)?;
+                info!(device = %d.name, "dropped a table an interrupted change had loaded");
+            }
+            i.dm.resume(&d.name)?;
+            info!(device = %d.name, "resumed a device an interrupted change had left suspended");
+        }
+    }
+    for (path, intent) in i.journal.pending() {
+        let _k = i.kernel_lock();
+        let r = match &intent {
+            Intent::Rebuild {
+                so,
+                old_dev,
+                new_dev,
+                to_shim,
+                exports,
+            } => recover_rebuild(i, so, old_dev, new_dev, *to_shim, exports),
+            Intent::Attach { source, .. } => recover_attach(e, source),
+        };
+        match r {
+            Ok(()) => {
+                info!(record = %path.display(), "recovered an interrupted change");
+                std::fs::remove_file(&path).map_err(|err| Error::io("remove", &path, err))?;
+            }
+            Err(err) => {
+                warn!(record = %path.display(), error = %err, "could not recover an interrupted change; record kept")
+            }
+        }
+    }
+    Ok(())
+}
