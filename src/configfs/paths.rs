@@ -111,8 +111,23 @@ pub(crate) struct Entry {
 }
 
 /// The entries of a directory, sorted by name, without following symlinks. Names that are
-/// not UTF-8 are skipped with a warning.
+/// not UTF-8 are skipped with a warning. A symlink where the directory should be has no
+/// entries (with a warning): configfs has none at these places, and what it leads to is not
+/// part of the tree (a changed entry behind it would be a change outside the root).
 pub(crate) fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        tracing::warn!(path = %dir.display(), "ignoring a symlink where configfs has a directory");
+        return Ok(Vec::new());
+    }
+    entries_following(dir)
+}
+
+/// Like [`entries`], but `dir` itself may be a symlink: for the configfs root as given.
+pub(crate) fn root_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    entries_following(dir)
+}
+
+fn entries_following(dir: &Path) -> std::io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -207,6 +222,13 @@ pub(crate) fn exists_nofollow(p: &Path) -> bool {
 /// Read an attribute without following a symlink; trailing whitespace removed. `None` if it
 /// is absent, unreadable (write-only attributes) or not text.
 pub(crate) fn read_attr(p: &Path) -> Option<String> {
+    // Nor through a symlinked group (`wwn`, `attrib`): that file is not in the tree.
+    if p.parent()
+        .and_then(|d| std::fs::symlink_metadata(d).ok())
+        .is_some_and(|m| m.file_type().is_symlink())
+    {
+        return None;
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
@@ -257,6 +279,41 @@ impl ConfigFs {
             .strip_prefix(self.norm_root())
             .ok()
             .map(Path::to_path_buf)
+    }
+
+    /// Refuses a change at `p` unless it lies under the root, names it with plain components
+    /// only, and passes through no symlink on the way (the last component, the one changed,
+    /// is the operation's business: `unlink` removes a link, the others refuse one). Paths are
+    /// built from names read from the tree; this makes sure none of them leads the change
+    /// anywhere else, whatever was planted in the tree.
+    pub(crate) fn check_change_path(&self, p: &Path) -> Result<()> {
+        let refuse = |why: String| {
+            Err(Error::Invalid(format!(
+                "refusing to change {}: {why}",
+                p.display()
+            )))
+        };
+        let Ok(rel) = p.strip_prefix(&self.root) else {
+            return refuse(format!(
+                "not under the configfs root {}",
+                self.root.display()
+            ));
+        };
+        let comps: Vec<_> = rel.components().collect();
+        if comps.is_empty() || !comps.iter().all(|c| matches!(c, Component::Normal(_))) {
+            return refuse("not a plain path below the configfs root".into());
+        }
+        let mut cur = self.root.clone();
+        for c in &comps[..comps.len() - 1] {
+            cur.push(c);
+            if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
+                return refuse(format!(
+                    "{} is a symbolic link where configfs has a directory",
+                    cur.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Where a link inside the tree points, as components below the root. `None` (with a

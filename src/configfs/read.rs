@@ -5,7 +5,7 @@
 
 use super::paths::{
     child_dirs, child_links, entries, info_value, link_target, parse_index, plugin_of_hba,
-    read_attr, read_flag, split_hba, EntryKind, FABRIC_NON_TARGETS,
+    read_attr, read_flag, root_entries, split_hba, EntryKind, FABRIC_NON_TARGETS,
 };
 use super::Lun;
 use super::{ConfigFs, LunExport, MappedLun, NodeAcl, StorageObject, Target, Tpg};
@@ -163,7 +163,7 @@ pub(super) fn find_storage_object(
 
 pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {
     let root = &cfs.root;
-    let ents = entries(root).map_err(|e| Error::io("read directory", root, e))?;
+    let ents = root_entries(root).map_err(|e| Error::io("read directory", root, e))?;
     let mut out = Vec::new();
     for e in ents {
         if e.name == "core" {

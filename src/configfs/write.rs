@@ -19,18 +19,21 @@ const SERIAL_MAX: usize = 253;
 
 impl ConfigFs {
     pub(crate) fn k_mkdir(&self, p: &Path) -> Result<()> {
+        self.check_change_path(p)?;
         self.ops.mkdir(p).map_err(|e| Error::io("mkdir", p, e))?;
         tracing::info!(path = %p.display(), "configfs mkdir");
         Ok(())
     }
 
     pub(crate) fn k_rmdir(&self, p: &Path) -> Result<()> {
+        self.check_change_path(p)?;
         self.ops.rmdir(p).map_err(|e| Error::io("rmdir", p, e))?;
         tracing::info!(path = %p.display(), "configfs rmdir");
         Ok(())
     }
 
     pub(crate) fn k_write(&self, p: &Path, value: &str) -> Result<()> {
+        self.check_change_path(p)?;
         self.ops
             .write(p, value)
             .map_err(|e| Error::io_value("write", p, value, e))?;
@@ -39,6 +42,7 @@ impl ConfigFs {
     }
 
     pub(crate) fn k_symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        self.check_change_path(link)?;
         self.ops
             .symlink(target, link)
             .map_err(|e| Error::io_value("symlink", link, &target.display().to_string(), e))?;
@@ -47,6 +51,7 @@ impl ConfigFs {
     }
 
     pub(crate) fn k_unlink(&self, link: &Path) -> Result<()> {
+        self.check_change_path(link)?;
         self.ops
             .unlink(link)
             .map_err(|e| Error::io("unlink", link, e))?;
