@@ -27,7 +27,8 @@ pub(crate) struct Backing {
     pub sectors: u64,
 }
 
-fn spec_of(so: &StorageObject, dev: &str) -> IblockSpec {
+/// What re-creates `so` on `dev` with its identity.
+pub(crate) fn spec_of(so: &StorageObject, dev: &str) -> IblockSpec {
     IblockSpec {
         name: so.name.clone(),
         hba: Some(so.hba.clone()),

@@ -7,7 +7,7 @@
 //! the first plan step whose description contains TEXT (see [`crash_point`]).
 
 use super::{adopt, names, relationship, Engine, Inner};
-use crate::configfs::{IblockSpec, LunExport, StorageObject};
+use crate::configfs::{LunExport, StorageObject};
 use crate::dm::Target;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -162,17 +162,6 @@ pub(crate) fn crash_point(desc: &str) {
     });
 }
 
-fn spec(so: &StorageObject, dev: &str) -> IblockSpec {
-    IblockSpec {
-        name: so.name.clone(),
-        hba: Some(so.hba.clone()),
-        dev: PathBuf::from(dev),
-        wwn: so.wwn.clone(),
-        readonly: so.readonly,
-        attributes: so.attributes.clone(),
-    }
-}
-
 /// Finish a storage object rebuild that was interrupted: the object exists (on the new
 /// device when it can be, on the old one otherwise) with all its LUNs, mappings and enabled
 /// TPGs.
@@ -209,7 +198,7 @@ fn recover_rebuild(
                 }
             };
             warn!(element = %so.element(), device = %dev, "re-creating a storage object an interrupted change had removed");
-            cfs.create_iblock(&spec(so, &dev))?
+            cfs.create_iblock(&adopt::spec_of(so, &dev))?
         }
         Err(e) => return Err(e),
     };
