@@ -9,7 +9,7 @@
 #    static busybox, the kernel module closure (LIO, device-mapper, md raid1, iSCSI initiator,
 #    virtio) with modules.dep, dmsetup, kmod, iscsid/iscsiadm, their libraries, and glibc;
 #  * a small overlay rebuilt every time: /init, BINARY as /usr/bin/<name> with its libraries,
-#    and /e2e/ holding tests/e2e/lib.sh and the SCENARIO files.
+#    and /e2e/ holding tests/e2e/lib.sh (or $E2E_LIB) and the SCENARIO files.
 # Needs scripts/vm/setup-host.sh to have run (it writes $LIO_VM_DIR/host.env).
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
@@ -122,7 +122,7 @@ build_overlay() { # out binary scenario...
   TMPS+=("$r")
   install -D -m755 "$HERE/init" "$r/init"
   copy_bin "$r" "$bin" "usr/bin/$(basename "$bin")"
-  install -D -m644 "$ROOT/tests/e2e/lib.sh" "$r/e2e/lib.sh"
+  install -D -m644 "${E2E_LIB:-$ROOT/tests/e2e/lib.sh}" "$r/e2e/lib.sh"
   for s in "$@"; do install -m755 "$s" "$r/e2e/$(basename "$s")"; done
   pack "$r" "$out"
 }
