@@ -266,7 +266,10 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         i,
         so,
         format!("adopt {}", so.element()),
-        (&|| Ok(dm.device_path(&shim)?.to_string_lossy().into_owned()), true),
+        (
+            &|| Ok(dm.device_path(&shim)?.to_string_lossy().into_owned()),
+            true,
+        ),
         format!("create {shim} over {raw}"),
         || dm.create(&shim, &table).map(|_| ()),
         move || dm.remove(&shim_c),

@@ -393,8 +393,12 @@ impl Engine {
     fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
         let i = &*self.inner;
         let by_id = i.rels.lock().unwrap().get(rel_id).cloned();
+        // an element names the relationship it is part of, in either form
+        let element = crate::names::parse_element(rel_id)
+            .map(|(p, n)| format!("/backstores/{p}/{n}"))
+            .unwrap_or_default();
         let rel = by_id
-            .or_else(|| i.relationship_of(rel_id))
+            .or_else(|| i.relationship_of(&element))
             .ok_or_else(|| Error::NotFound(format!("no relationship {rel_id:?}")))?;
         let _claim = i.claim(&[rel.source.clone(), rel.target.clone()])?;
         if let Some(job) = rel.job.as_ref().and_then(|j| i.jobs.get(j)) {

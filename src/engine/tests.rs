@@ -571,7 +571,7 @@ fn fracture_and_resync() {
     let r = w.attach("block/src", "block/tgt", 3);
     w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 3).return_value,
+        w.engine.modify_synchronization("block/tgt", 3).return_value,
         0
     );
     assert_eq!(w.rels()[0].sync_state, 13);
