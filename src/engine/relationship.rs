@@ -3,7 +3,17 @@
 //!
 //! A relationship is recorded in the kernel by a one-sector device `relCT-SOURCE` whose table
 //! points at the target's raw device; with the shims' tables this is all that is needed to
-//! rebuild it after a daemon restart.
+//! rebuild it after a daemon restart. A relationship found broken (its target leg failed and
+//! was dropped) is marked in that record by a second, `error` sector, so it stays Broken
+//! across a restart.
+//!
+//! dm-mirror with `handle_errors` does not drop a failed leg by itself: it marks the leg
+//! (health `D`, or `S` when the failure hit the resync), raises an event and holds every
+//! write from then on until userspace reloads the table; a suspend with flush would fail the
+//! held writes, a `noflush` suspend requeues them to the next table. So a Sync relationship's
+//! mirror is followed all the time: by its job while it resynchronises, by a watcher thread
+//! afterwards; either drops a failed target leg at once (the source back on `linear`,
+//! suspended with `noflush`) and the held writes complete on the source.
 
 use super::adopt::{self, Backing};
 use super::plan::Plan;
@@ -17,7 +27,9 @@ use crate::dm::{
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
 use crate::service::{CopyType, RelationshipView, SyncState};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +54,12 @@ pub struct Relationship {
     pub target_sectors: u64,
     pub job: Option<String>,
     pub when_synced: Option<u64>,
-    /// Why the relationship is broken, when a job found out.
+    /// Why the relationship is broken, when a job or the watcher found out (or the record
+    /// says so).
     pub broken: Option<String>,
+    /// The watcher allowed to follow this relationship's mirror (0: none); a watcher whose
+    /// token is no longer here stops.
+    pub watch: u64,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -72,6 +88,7 @@ impl Relationship {
             job: None,
             when_synced: None,
             broken: None,
+            watch: 0,
         })
     }
 
@@ -83,13 +100,10 @@ impl Relationship {
     }
 }
 
-/// Create the record device as a plan step.
-pub(crate) fn create_tag_step<'a>(
-    i: &'a Inner,
-    rel: &Relationship,
-    p: &mut Plan<'a>,
-) -> Result<()> {
-    let table = vec![TableLine {
+/// The record device's table: one sector pointing at the target's raw device, and a second,
+/// `error` sector when the relationship is broken.
+fn record_table(rel: &Relationship, broken: bool) -> Vec<TableLine> {
+    let mut table = vec![TableLine {
         start: 0,
         length: 1,
         target: Target::Linear(LinearParams {
@@ -97,6 +111,35 @@ pub(crate) fn create_tag_step<'a>(
             offset: 0,
         }),
     }];
+    if broken {
+        table.push(TableLine {
+            start: 1,
+            length: 1,
+            target: Target::Error,
+        });
+    }
+    table
+}
+
+/// Whether the record device says the relationship is broken.
+fn record_says_broken(table: &[TableLine]) -> bool {
+    table.iter().any(|l| matches!(l.target, Target::Error))
+}
+
+/// Mark the record broken (or whole again).
+fn mark_record(i: &Inner, rel: &Relationship, broken: bool) -> Result<()> {
+    i.swap_table(&rel.tag, &record_table(rel, broken))?;
+    info!(device = %rel.tag, relationship = %rel.id, broken, "relationship record marked");
+    Ok(())
+}
+
+/// Create the record device as a plan step.
+pub(crate) fn create_tag_step<'a>(
+    i: &'a Inner,
+    rel: &Relationship,
+    p: &mut Plan<'a>,
+) -> Result<()> {
+    let table = record_table(rel, false);
     let tag = rel.tag.clone();
     let tag2 = tag.clone();
     p.step(
@@ -232,6 +275,170 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     }
 }
 
+/// Put `table` under the source's shim. Leaving a `mirror`, the suspend is `noflush`: writes
+/// the mirror holds for a failed leg are requeued to the new table instead of failing.
+fn swap_source(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
+    let leaving_mirror = matches!(
+        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
+        Some(Target::Mirror(_))
+    );
+    if !leaving_mirror {
+        return i.swap_table(&rel.src_shim, table);
+    }
+    i.dm.suspend(&rel.src_shim, true, i.opts.suspend_timeout)?;
+    if let Err(e) = i.dm.load(&rel.src_shim, table) {
+        i.resume_after_failure(&rel.src_shim);
+        return Err(e);
+    }
+    if let Err(e) = i.dm.resume(&rel.src_shim) {
+        let _ = i.dm.clear(&rel.src_shim);
+        i.resume_after_failure(&rel.src_shim);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The legs of the source's mirror that the kernel marks failed (empty for other tables).
+fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
+    let st = i.dm.status(&rel.src_shim)?;
+    Ok(match st.first() {
+        Some(l) if l.target_type == "mirror" => MirrorStatus::parse(&l.params)?.failed_legs(),
+        _ => Vec::new(),
+    })
+}
+
+/// With the kernel lock held: a leg of the relationship's replicating table failed. Record the
+/// relationship broken and, for a mirror whose target leg failed, drop that leg: the record
+/// is marked, then the source goes back on `linear` (the writes the mirror held complete
+/// there). Returns the reason, or `None` when nothing (any more) reports a failure.
+pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<String>> {
+    let Some(rel) = i.rels.lock().unwrap().get(rel_id).cloned() else {
+        return Ok(None);
+    };
+    let Some(why) = progress(i, &rel)?.failed else {
+        return Ok(rel.broken);
+    };
+    let set_broken = |reason: &str| {
+        if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
+            r.broken = Some(reason.to_string());
+        }
+    };
+    let legs = failed_mirror_legs(i, &rel)?;
+    if legs.is_empty() || legs.contains(&0) {
+        // raid1 degrades by itself and keeps serving; a failed source leg of a mirror is not
+        // repaired here (the mirror serves from the leg that is left)
+        let reason = if legs.contains(&0) {
+            format!("{why}; the source leg failed, the mirror is left as the kernel keeps it")
+        } else {
+            format!("{why}; the source keeps serving from its leg")
+        };
+        warn!(relationship = %rel.id, reason = %reason, "relationship broken");
+        set_broken(&reason);
+        return Ok(Some(reason));
+    }
+    let reason = format!(
+        "{why}; the failed target leg was dropped, the source is served alone \
+         (Resync copies everything again)"
+    );
+    set_broken(&reason);
+    let linear = Inner::linear(&rel.src_raw, rel.sectors);
+    Plan::new("drop a failed mirror leg")
+        .run(|p| {
+            p.step(
+                format!("mark {} broken", rel.tag),
+                || mark_record(i, &rel, true),
+                || mark_record(i, &rel, false),
+            )?;
+            p.last(|| swap_source(i, &rel, &linear))
+        })
+        .map_err(|e| {
+            Error::kernel(
+                "drop the failed target leg of",
+                rel.src_shim.to_string(),
+                format!("{why}: {e}"),
+            )
+        })?;
+    info!(relationship = %rel.id, device = %rel.src_shim, reason = %why, "failed target leg dropped: the source is on linear");
+    Ok(Some(reason))
+}
+
+static WATCH_TOKENS: AtomicU64 = AtomicU64::new(1);
+
+/// Follow a Sync relationship's mirror after its job: drop a leg the kernel marks failed.
+/// The watcher stops when the relationship ends, its source leaves the mirror, another
+/// watcher or a job takes over, or the engine is dropped.
+pub(crate) fn watch(i: &Arc<Inner>, rel_id: &str) {
+    let token = WATCH_TOKENS.fetch_add(1, Ordering::Relaxed);
+    match i.rels.lock().unwrap().get_mut(rel_id) {
+        Some(r) => r.watch = token,
+        None => return,
+    }
+    let weak = Arc::downgrade(i);
+    let id = rel_id.to_string();
+    let spawned = std::thread::Builder::new()
+        .name(format!("watch {rel_id}"))
+        .spawn(move || watch_loop(&weak, &id, token));
+    if let Err(e) = spawned {
+        warn!(relationship = %rel_id, error = %e, "cannot start the mirror watcher");
+    }
+}
+
+fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
+    let mut event = None;
+    let mut last_error = None;
+    loop {
+        let Some(i) = weak.upgrade() else {
+            return;
+        };
+        let Some(rel) = i.rels.lock().unwrap().get(rel_id).cloned() else {
+            return;
+        };
+        if rel.watch != token {
+            return;
+        }
+        let started = Instant::now();
+        // Some(true): an event came, look again at once; Some(false): look again after the
+        // poll interval; None: nothing more to watch
+        let step = (|| -> Result<Option<bool>> {
+            let pr = progress(&i, &rel)?;
+            if !pr.replicating {
+                return Ok(None);
+            }
+            if pr.failed.is_some() {
+                let _k = i.kernel_lock();
+                if i.rels.lock().unwrap().get(rel_id).map(|r| r.watch) == Some(token) {
+                    break_relationship(&i, rel_id)?;
+                }
+                return Ok(None);
+            }
+            let current = match event {
+                Some(ev) => ev,
+                None => i.dm.info(&rel.src_shim)?.map(|d| d.event_nr).unwrap_or(0),
+            };
+            let now =
+                i.dm.wait_event(&rel.src_shim, current, i.opts.poll_interval)?;
+            event = Some(now);
+            Ok(Some(now != current))
+        })();
+        match step {
+            Ok(None) => return,
+            Ok(Some(true)) => continue,
+            Ok(Some(false)) => last_error = None,
+            Err(e) => {
+                // read again (and retry dropping a failed leg) after the poll interval
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    warn!(relationship = %rel_id, error = %text, "mirror watcher: cannot read or repair the kernel state");
+                    last_error = Some(text);
+                }
+            }
+        }
+        let pause = i.opts.poll_interval.saturating_sub(started.elapsed());
+        drop(i);
+        std::thread::sleep(pause);
+    }
+}
+
 /// What a sync job does once the copy is in sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finish {
@@ -296,10 +503,26 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         let pr = progress(i, &rel)?;
         ctx.set_percent(if pr.synced { 100 } else { pr.percent.min(99) });
         if let Some(why) = pr.failed {
-            let msg = format!("relationship {} is broken: {why}", rel.id);
-            if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
-                r.broken = Some(why);
-            }
+            let _k = i.kernel_lock();
+            let msg = match finish {
+                // the copy cannot complete: roll the source back to linear, as Terminate does
+                Finish::Split => match teardown(i, &rel) {
+                    Ok(()) => format!(
+                        "copy {} failed: {why}; the source is back on linear, the target holds \
+                         a partial copy",
+                        rel.id
+                    ),
+                    Err(e) => format!("copy {} failed: {why}; rolling back failed: {e}", rel.id),
+                },
+                Finish::Keep => match break_relationship(i, rel_id) {
+                    Ok(reason) => format!(
+                        "relationship {} is broken: {}",
+                        rel.id,
+                        reason.unwrap_or(why)
+                    ),
+                    Err(e) => format!("relationship {} is broken: {why}; {e}", rel.id),
+                },
+            };
             return Err(JobStop::Failed(Error::kernel(
                 "replicate",
                 rel.src_shim.to_string(),
@@ -319,6 +542,9 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
                         r.when_synced = Some(now_secs());
                     }
                     info!(relationship = %rel.id, "in sync");
+                    if rel.copy_type == CopyType::Sync {
+                        watch(&e.inner, rel_id);
+                    }
                 }
                 Finish::Split => {
                     let _k = i.kernel_lock();
@@ -352,7 +578,7 @@ pub(crate) fn teardown(i: &Inner, rel: &Relationship) -> Result<()> {
         Some(Target::Linear(_))
     );
     if !src_is_linear {
-        i.swap_table(&rel.src_shim, &Inner::linear(&rel.src_raw, rel.sectors))?;
+        swap_source(i, rel, &Inner::linear(&rel.src_raw, rel.sectors))?;
     }
     if rel.copy_type == CopyType::Async {
         for m in rel.meta_names()?.iter().rev() {
@@ -387,16 +613,17 @@ pub(crate) fn detach(e: &Engine, rel: &Relationship) -> Result<()> {
 /// this moment.
 pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
     let i = &*e.inner;
-    if matches!(
-        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
-        Some(Target::Linear(_))
-    ) {
-        return Err(Error::Invalid(format!(
-            "relationship {} is already fractured",
-            rel.id
-        )));
+    if !progress(i, rel)?.replicating {
+        return Err(Error::Invalid(match &rel.broken {
+            Some(why) => format!(
+                "relationship {} is broken ({why}); its source is already served alone: \
+                 use Resync or Detach",
+                rel.id
+            ),
+            None => format!("relationship {} is already fractured", rel.id),
+        }));
     }
-    i.swap_table(&rel.src_shim, &Inner::linear(&rel.src_raw, rel.sectors))?;
+    swap_source(i, rel, &Inner::linear(&rel.src_raw, rel.sectors))?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
         r.when_synced = None;
     }
@@ -405,27 +632,50 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
 }
 
 /// ModifySynchronization Resync: replicate again (full copy; no change tracking while
-/// fractured), followed by a job.
+/// fractured), followed by a job. Works on a fractured relationship and on a broken one: a
+/// replicating table with a failed leg is dropped first, then the whole table is loaded
+/// afresh (every region copied again) and the broken mark is cleared.
 pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     let i = &*e.inner;
-    if !matches!(
-        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
-        Some(Target::Linear(_))
-    ) {
+    let pr = progress(i, rel)?;
+    let broken_in_place = pr.replicating && pr.failed.is_some();
+    if pr.replicating && !broken_in_place {
         return Err(Error::Invalid(format!(
-            "relationship {} is not fractured; nothing to resync",
+            "relationship {} is neither fractured nor broken; nothing to resync",
             rel.id
         )));
     }
+    let marked = record_says_broken(&i.dm.table(&rel.tag)?);
     let table = replicating_table(i, rel)?;
-    if rel.copy_type == CopyType::Async {
-        for m in rel.meta_names()? {
-            i.zero_head(&m, (i.opts.raid_meta_sectors * 512) as usize)?;
+    let linear = Inner::linear(&rel.src_raw, rel.sectors);
+    Plan::new("resync").run(|p| {
+        if broken_in_place {
+            // the failed leg goes first (the kernel may be holding writes for it); the source
+            // alone on linear is where a broken relationship rests anyway, so no undo
+            p.last(|| swap_source(i, rel, &linear))?;
+            info!(relationship = %rel.id, device = %rel.src_shim, "failed leg dropped before the resync");
         }
-    }
-    i.swap_table(&rel.src_shim, &table)?;
+        if rel.copy_type == CopyType::Async {
+            for m in rel.meta_names()? {
+                p.last(|| i.zero_head(&m, (i.opts.raid_meta_sectors * 512) as usize))?;
+            }
+        }
+        if marked {
+            p.step(
+                format!("clear the broken mark of {}", rel.tag),
+                || mark_record(i, rel, false),
+                || mark_record(i, rel, true),
+            )?;
+        }
+        p.last(|| i.swap_table(&rel.src_shim, &table))?;
+        info!(relationship = %rel.id, device = %rel.src_shim, "replicating table loaded: full resync");
+        Ok(())
+    })?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
         r.broken = None;
+        r.when_synced = None;
+        // the job follows the mirror now; it starts a new watcher once in sync
+        r.watch = 0;
     }
     let job = start_job(e, &rel.id, Finish::Keep, "resync")?;
     Ok(Attached {
@@ -491,18 +741,19 @@ fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result
         });
     }
     let pr = progress(i, rel)?;
+    if rel.copy_type == CopyType::Async && pr.replicating {
+        v.max_lag_writes = Some(i.opts.max_write_behind / 2);
+    }
+    if let Some(why) = rel.broken.clone().or(pr.failed) {
+        v.percent_synced = if pr.replicating { pr.percent } else { 0 };
+        v.progress_status = Some(why);
+        return Ok(SyncState::Broken);
+    }
     if !pr.replicating {
         v.progress_status = Some("fractured: the target keeps the image of the fracture".into());
         return Ok(SyncState::Fractured);
     }
     v.percent_synced = pr.percent;
-    if rel.copy_type == CopyType::Async {
-        v.max_lag_writes = Some(i.opts.max_write_behind / 2);
-    }
-    if let Some(why) = pr.failed.or_else(|| rel.broken.clone()) {
-        v.progress_status = Some(why);
-        return Ok(SyncState::Broken);
-    }
     Ok(match (rel.copy_type, pr.synced) {
         (CopyType::UnSyncUnAssoc, _) => {
             v.progress_status = Some(format!("copying, {}%", pr.percent));
@@ -530,15 +781,22 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
         .filter_map(|d| names::shim_object(&d.name).map(|n| (n, d.name.clone())))
         .collect();
     let mut resume_clones = Vec::new();
+    let mut mirrors = Vec::new();
     for d in &devs {
         let Some((ct, src_name)) = names::parse_tag(&d.name) else {
             continue;
         };
         let found = (|| -> Result<Relationship> {
-            let tgt_raw = match i.dm.table(&d.name)?.first().map(|l| l.target.clone()) {
+            let record = i.dm.table(&d.name)?;
+            let tgt_raw = match record.first().map(|l| l.target.clone()) {
                 Some(Target::Linear(l)) => l.device,
                 other => return Err(Error::Other(format!("unexpected record table {other:?}"))),
             };
+            let broken = record_says_broken(&record).then(|| {
+                "the target leg failed and was dropped before the daemon (re)started; the \
+                 source is served alone (Resync copies everything again)"
+                    .to_string()
+            });
             let src_shim = names::shim(&src_name)?;
             if !shims.iter().any(|(_, s)| *s == src_shim) {
                 return Err(Error::Other(format!("source shim {src_shim} is missing")));
@@ -581,14 +839,17 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
                 target_sectors,
                 job: None,
                 when_synced: None,
-                broken: None,
+                broken,
+                watch: 0,
             })
         })();
         match found {
             Ok(rel) => {
                 info!(relationship = %rel.id, copy_type = ?rel.copy_type, "rediscovered");
-                if rel.copy_type == CopyType::UnSyncUnAssoc {
-                    resume_clones.push(rel.id.clone());
+                match rel.copy_type {
+                    CopyType::UnSyncUnAssoc => resume_clones.push(rel.id.clone()),
+                    CopyType::Sync => mirrors.push(rel.id.clone()),
+                    _ => {}
                 }
                 register(i, rel);
             }
@@ -596,6 +857,12 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
                 warn!(device = %d.name, error = %err, "cannot rebuild the relationship recorded by this device; left as is")
             }
         }
+    }
+    // a failed leg under a rediscovered mirror must be dropped as soon as it shows (its
+    // writes are held meanwhile); a watcher acts under the kernel lock and only while the
+    // relationship is still registered, so the start-up recovery may run beside it
+    for id in mirrors {
+        watch(&e.inner, &id);
     }
     Ok(resume_clones)
 }

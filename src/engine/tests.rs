@@ -551,8 +551,19 @@ fn leg_failure_breaks_the_relationship_and_the_job() {
     let j = w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(j.job_state, 10, "{j:?}");
     assert_eq!(j.error_code, 4);
-    assert!(j.error_description.unwrap().contains("leg 1"));
+    let d = j.error_description.unwrap();
+    assert!(d.contains("leg 1") && d.contains("dropped"), "{d}");
     assert_eq!(w.rels()[0].sync_state, 12);
+    // the failed leg is gone: the source alone on linear, entered with a noflush suspend so
+    // the writes the mirror held go on to the source
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    let suspend = w
+        .sim
+        .calls()
+        .into_iter()
+        .rfind(|c| c.op == SimOp::Suspend && c.name.ends_with("so-src"))
+        .unwrap();
+    assert_eq!(suspend.detail, "noflush");
     assert_eq!(
         w.engine.get_error(r.job.as_ref().unwrap()),
         Some(
@@ -799,4 +810,142 @@ fn crash_during_attach_is_rolled_back() {
         let hit = crash_at_every_step(&sizes, |w| w.attach("block/src", "block/tgt", ct));
         assert!(hit >= 10, "CopyType {ct}: only {hit} crash points reached");
     }
+}
+
+/// Poll `cond` for up to 10 s.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.rels()[0].sync_state, 6);
+    // no job follows the mirror any more: the watcher reacts
+    w.sim
+        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .unwrap();
+    eventually("the failed leg dropped", || {
+        w.table_of("so-src").contains("linear 8:0 0")
+    });
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    let why = v.progress_status.as_deref().unwrap();
+    assert!(
+        why.contains("leg 1") && why.contains("served alone"),
+        "{why}"
+    );
+    // the record keeps it broken across a daemon restart
+    assert!(w.table_of("rel3-src").contains("1 1 error"));
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    assert_eq!(e2.relationships().unwrap()[0].sync_state, 12);
+    drop(e2);
+    // Fracture has nothing to do
+    let f = w.engine.modify_synchronization("src/tgt", 3);
+    assert_eq!(f.return_value, 5, "{f:?}");
+    assert!(f.description.unwrap().contains("is broken"));
+    // Resync: a fresh mirror, a full copy, the mark cleared
+    let m = w.engine.modify_synchronization("src/tgt", 4);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 6, "{v:?}");
+    assert!(w.table_of("so-src").contains("mirror"));
+    assert!(!w.table_of("rel3-src").contains("error"));
+    // and a second failure is caught again
+    w.sim
+        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .unwrap();
+    eventually("the failed leg dropped again", || {
+        w.table_of("so-src").contains("linear 8:0 0")
+    });
+    assert_eq!(w.rels()[0].sync_state, 12);
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        0
+    );
+    assert!(w.rels().is_empty());
+}
+
+#[test]
+fn resync_of_a_mirror_still_holding_a_failed_leg() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0)); // the copy waits for the failure
+    let r = w.attach("block/src", "block/tgt", 3);
+    // the job cannot drop the leg: the kernel refuses the suspend
+    w.sim.fail_next(
+        SimOp::Suspend,
+        Some("so-src"),
+        Error::kernel("suspend", "so-src", "EIO"),
+    );
+    w.sim
+        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    assert!(j.error_description.unwrap().contains("EIO"));
+    assert!(w.table_of("so-src").contains("mirror"));
+    // the mark was rolled back with the failed drop
+    assert!(!w.table_of("rel3-src").contains("error"));
+    assert_eq!(w.rels()[0].sync_state, 12);
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    w.sim.clear_calls();
+    let m = w.engine.modify_synchronization("src/tgt", 4);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.rels()[0].sync_state, 6);
+    let got: Vec<String> = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.ok && c.name.ends_with("so-src"))
+        .map(|c| format!("{:?} {}", c.op, c.detail.lines().next().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Suspend noflush".to_string(),
+            format!("Load 0 {} linear 8:0 0", 64 * MB),
+            "Resume ".to_string(),
+            "Suspend flush".to_string(),
+            format!(
+                "Load 0 {} mirror core 1 1024 2 8:0 0 8:16 0 1 handle_errors",
+                64 * MB
+            ),
+            "Resume ".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_copy_rolls_the_source_back() {
+    let w = World::new(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0)); // the copy waits for the failure
+    let r = w.attach("block/src", "block/tgt", 5);
+    w.sim
+        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    let d = j.error_description.unwrap();
+    assert!(d.contains("back on linear"), "{d}");
+    assert!(w.rels().is_empty());
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    assert!(w
+        .sim
+        .info(&DmName::new("rel5-src").unwrap())
+        .unwrap()
+        .is_none());
 }
