@@ -144,6 +144,19 @@ impl Error {
         }
     }
 
+    /// The error to report after a rollback: `cause` when nothing was left behind,
+    /// `RollbackFailed` naming what was otherwise.
+    pub fn after_rollback(cause: Error, left: Vec<String>) -> Error {
+        if left.is_empty() {
+            cause
+        } else {
+            Error::RollbackFailed {
+                cause: Box::new(cause),
+                left: left.join("; "),
+            }
+        }
+    }
+
     pub fn parse(
         what: impl Into<String>,
         field: impl Into<String>,

@@ -143,14 +143,7 @@ impl<'a> Undo<'a> {
                 left.push(format!("{what} ({e})"));
             }
         }
-        if left.is_empty() {
-            cause
-        } else {
-            Error::RollbackFailed {
-                cause: Box::new(cause),
-                left: left.join("; "),
-            }
-        }
+        Error::after_rollback(cause, left)
     }
 }
 

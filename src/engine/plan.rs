@@ -63,14 +63,7 @@ impl<'a> Plan<'a> {
                 left.push(format!("{desc} ({e})"));
             }
         }
-        if left.is_empty() {
-            cause
-        } else {
-            Error::RollbackFailed {
-                cause: Box::new(cause),
-                left: left.join("; "),
-            }
-        }
+        Error::after_rollback(cause, left)
     }
 
     /// Run `body` with this plan; roll back if it fails, commit otherwise.
