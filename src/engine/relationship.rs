@@ -234,45 +234,42 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     let line = st
         .first()
         .ok_or_else(|| Error::Other(format!("{} has no status", rel.src_shim)))?;
-    match line.target_type.as_str() {
+    // (percent, in sync, failed leg, leg's device, health) of a replicating table
+    let (percent, synced, failed_leg, device, health) = match line.target_type.as_str() {
         "mirror" => {
             let s = MirrorStatus::parse(&line.params)?;
-            let failed = s.failed_legs().first().map(|&leg| {
-                format!(
-                    "mirror leg {leg} ({}) failed: health {}",
-                    s.devices.get(leg).cloned().unwrap_or_default(),
-                    s.health.iter().collect::<String>()
-                )
-            });
-            Ok(Progress {
-                percent: s.percent().into(),
-                synced: s.is_synced(),
-                failed,
-                replicating: true,
-            })
+            let leg = s.failed_legs().first().copied();
+            let dev = leg.and_then(|l| s.devices.get(l).cloned());
+            (s.percent(), s.is_synced(), leg, dev, s.health)
         }
         "raid" => {
             let s = RaidStatus::parse(&line.params)?;
-            let failed = s.health.iter().position(|c| *c == 'D').map(|leg| {
-                format!(
-                    "raid1 leg {leg} failed: health {}",
-                    s.health.iter().collect::<String>()
-                )
-            });
-            Ok(Progress {
-                percent: s.percent().into(),
-                synced: s.is_synced(),
-                failed,
-                replicating: true,
+            let leg = s.health.iter().position(|c| *c == 'D');
+            (s.percent(), s.is_synced(), leg, None, s.health)
+        }
+        _ => {
+            return Ok(Progress {
+                percent: 0,
+                synced: false,
+                failed: None,
+                replicating: false,
             })
         }
-        _ => Ok(Progress {
-            percent: 0,
-            synced: false,
-            failed: None,
-            replicating: false,
-        }),
-    }
+    };
+    let failed = failed_leg.map(|leg| {
+        format!(
+            "{} leg {leg}{} failed: health {}",
+            line.target_type,
+            device.map(|d| format!(" ({d})")).unwrap_or_default(),
+            health.iter().collect::<String>()
+        )
+    });
+    Ok(Progress {
+        percent: percent.into(),
+        synced,
+        failed,
+        replicating: true,
+    })
 }
 
 /// Put `table` under the source's shim. Leaving a `mirror`, the suspend is `noflush`: writes
