@@ -33,6 +33,7 @@ bench() { echo "BENCH $1 $2"; log "bench: $1 = $2"; }
 # median of the numbers on stdin
 median() { sort -n | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$(daemon_pid)/status"; }
+threads() { awk '/^Threads:/ {print $2}' "/proc/$(daemon_pid)/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$(daemon_pid)/status"; }
 
 # fill_zero DEV: write the whole device (so that no later measurement pays for the host
@@ -224,6 +225,16 @@ part_io() {
     [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
     r=$((r + 1))
   done
+  # reference: md throttles a resync to dev.raid.speed_limit_max (KiB/s) unless the table
+  # sets max_recovery_rate; one more Async initial copy with that limit lifted
+  if [ -w /proc/sys/dev/raid/speed_limit_max ]; then
+    _b_lim=$(cat /proc/sys/dev/raid/speed_limit_max)
+    bench io.md_speed_limit_max_kb "$_b_lim"
+    echo 100000000 > /proc/sys/dev/raid/speed_limit_max
+    attach_timed isrc itgt async && bench io.async.resync_nolimit "$T"
+    [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
+    echo "$_b_lim" > /proc/sys/dev/raid/speed_limit_max
+  fi
   check 'shim_table isrc | grep -q " linear "' "LUN back on linear"
   io_measure linear $r
 }
@@ -286,14 +297,18 @@ bench meta.mem_mb $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024))
 _p_t0=$(now)
 part_copy || fail "copy part did not run to its end"
 bench part.copy_s "$(since "$_p_t0")"
+bench cp.rss_copy_kb "$(rss_kb)"
 _p_t0=$(now)
 part_io || fail "initiator part did not run to its end"
 bench part.io_s "$(since "$_p_t0")"
+bench cp.rss_io_kb "$(rss_kb)"
 _p_t0=$(now)
 part_control || fail "control-plane part did not run to its end"
 bench part.control_s "$(since "$_p_t0")"
 sleep 2
 bench cp.rss_end_kb "$(rss_kb)"
 bench cp.hwm_kb "$(hwm_kb)"
+bench cp.threads "$(threads)"
+lr --json jobs | grep -c '"InstanceID"' | while read -r _b_n; do bench cp.jobs_listed "$_b_n"; done
 lr jobs >&9
 initiator_logout "$IQN"
