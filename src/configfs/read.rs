@@ -16,7 +16,8 @@ use std::path::Path;
 
 const SERIAL_LABEL: &str = "T10 VPD Unit Serial Number:";
 
-pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObject>> {
+/// `(plugin, hba directory name)` of every backstore HBA directory under `core/`.
+fn hba_dirs(cfs: &ConfigFs) -> Result<Vec<(&'static str, String)>> {
     let core = cfs.root.join("core");
     let ents = entries(&core).map_err(|e| Error::io("read directory", &core, e))?;
     let mut out = Vec::new();
@@ -39,9 +40,17 @@ pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObject>> {
             tracing::warn!("ignoring HBA directory: {err}");
             continue;
         }
-        let hba_dir = core.join(&e.name);
-        for name in child_dirs(&hba_dir)? {
-            out.push(read_storage_object(cfs, plugin, &e.name, &name));
+        out.push((plugin, e.name));
+    }
+    Ok(out)
+}
+
+pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObject>> {
+    let core = cfs.root.join("core");
+    let mut out = Vec::new();
+    for (plugin, hba) in hba_dirs(cfs)? {
+        for name in child_dirs(&core.join(&hba))? {
+            out.push(read_storage_object(cfs, plugin, &hba, &name));
         }
     }
     out.sort_by(|a, b| {
@@ -155,10 +164,22 @@ pub(super) fn find_storage_object(
     } else {
         plugin
     };
-    storage_objects(cfs)?
-        .into_iter()
-        .find(|so| so.plugin == want && so.name == name)
-        .ok_or_else(|| Error::NotFound(format!("no storage object /backstores/{plugin}/{name}")))
+    // read only the one object: an attach must not cost a walk of the whole tree
+    validate_configfs_component(name)?;
+    let core = cfs.root.join("core");
+    for (plugin, hba) in hba_dirs(cfs)? {
+        if plugin != want {
+            continue;
+        }
+        // a real directory, not a symlink planted in its place
+        let dir = core.join(&hba).join(name);
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(read_storage_object(cfs, plugin, &hba, name));
+        }
+    }
+    Err(Error::NotFound(format!(
+        "no storage object /backstores/{plugin}/{name}"
+    )))
 }
 
 pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {

@@ -532,25 +532,27 @@ impl Service for Engine {
                 })
                 .collect();
         let rels = i.rels.lock().unwrap().clone();
+        // one pass over the LUNs: (hba, name) -> the LUNs exporting it
+        let mut exports: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for t in &targets {
+            for tpg in &t.tpgs {
+                for lun in &tpg.luns {
+                    if let Some(key) = &lun.storage_object {
+                        exports.entry(key.clone()).or_default().push(format!(
+                            "{}/{}/tpgt_{}/lun_{}",
+                            t.fabric, t.wwn, tpg.tag, lun.index
+                        ));
+                    }
+                }
+            }
+        }
         Ok(i.cfs
             .storage_objects()?
             .into_iter()
             .map(|so| {
-                let mut exported_by = Vec::new();
-                for t in &targets {
-                    for tpg in &t.tpgs {
-                        for lun in &tpg.luns {
-                            if lun.storage_object.as_ref()
-                                == Some(&(so.hba.clone(), so.name.clone()))
-                            {
-                                exported_by.push(format!(
-                                    "{}/{}/tpgt_{}/lun_{}",
-                                    t.fabric, t.wwn, tpg.tag, lun.index
-                                ));
-                            }
-                        }
-                    }
-                }
+                let exported_by = exports
+                    .remove(&(so.hba.clone(), so.name.clone()))
+                    .unwrap_or_default();
                 let adopted = so.plugin == "block"
                     && ours.get(&so.name).is_some_and(|devno| {
                         so.udev_path.as_ref().is_some_and(|p| {
