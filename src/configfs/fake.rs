@@ -22,6 +22,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Most calls the log keeps (tests read a handful; a sim daemon would otherwise grow).
+const CALL_LOG_MAX: usize = 100_000;
+
 /// A mutating operation of [`FsOps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FakeOp {
@@ -255,6 +258,10 @@ impl FakeFs {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => f(),
         };
+        if st.calls.len() >= CALL_LOG_MAX {
+            // a long-running `serve --dm sim` keeps only the newest calls
+            st.calls.drain(..CALL_LOG_MAX / 2);
+        }
         st.calls.push(FakeCall {
             op,
             path: path.to_path_buf(),

@@ -54,6 +54,9 @@ const ENXIO: &str = "ENXIO: No such device or address";
 const EINVAL: &str = "EINVAL: Invalid argument";
 const EBUSY: &str = "EBUSY: Device or resource busy";
 
+/// Most calls the log keeps (tests read a handful; a sim daemon would otherwise grow).
+const CALL_LOG_MAX: usize = 100_000;
+
 /// The operations failures can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimOp {
@@ -505,6 +508,10 @@ impl SimDm {
         } else {
             body(&mut s)
         };
+        if s.calls.len() >= CALL_LOG_MAX {
+            // a long-running `serve --dm sim` keeps only the newest calls
+            s.calls.drain(..CALL_LOG_MAX / 2);
+        }
         s.calls.push(SimCall {
             op,
             name: name.as_str().to_string(),
