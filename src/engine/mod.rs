@@ -156,6 +156,11 @@ impl Inner {
         self.kernel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The relationship with this InstanceID, if any (a copy: the map stays unlocked).
+    pub fn relationship(&self, id: &str) -> Option<Relationship> {
+        self.rels.lock().unwrap().get(id).cloned()
+    }
+
     /// Relationship that `element` takes part in, if any.
     pub fn relationship_of(&self, element: &str) -> Option<Relationship> {
         self.rels
@@ -392,7 +397,7 @@ impl Engine {
 
     fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
         let i = &*self.inner;
-        let by_id = i.rels.lock().unwrap().get(rel_id).cloned();
+        let by_id = i.relationship(rel_id);
         // an element names the relationship it is part of, in either form
         let element = crate::names::parse_element(rel_id)
             .map(|(p, n)| format!("/backstores/{p}/{n}"))

@@ -309,7 +309,7 @@ fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
 /// is marked, then the source goes back on `linear` (the writes the mirror held complete
 /// there). Returns the reason, or `None` when nothing (any more) reports a failure.
 pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<String>> {
-    let Some(rel) = i.rels.lock().unwrap().get(rel_id).cloned() else {
+    let Some(rel) = i.relationship(rel_id) else {
         return Ok(None);
     };
     let Some(why) = progress(i, &rel)?.failed else {
@@ -387,7 +387,7 @@ fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
         let Some(i) = weak.upgrade() else {
             return;
         };
-        let Some(rel) = i.rels.lock().unwrap().get(rel_id).cloned() else {
+        let Some(rel) = i.relationship(rel_id) else {
             return;
         };
         if rel.watch != token {
@@ -449,11 +449,7 @@ pub(crate) enum Finish {
 pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) -> Result<String> {
     let i = &*e.inner;
     let rel = i
-        .rels
-        .lock()
-        .unwrap()
-        .get(rel_id)
-        .cloned()
+        .relationship(rel_id)
         .ok_or_else(|| Error::Other(format!("relationship {rel_id} vanished")))?;
     let spec = JobSpec {
         name: format!(
@@ -485,11 +481,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
     let mut event = None;
     loop {
         let rel = i
-            .rels
-            .lock()
-            .unwrap()
-            .get(rel_id)
-            .cloned()
+            .relationship(rel_id)
             .ok_or_else(|| Error::Other(format!("relationship {rel_id} was removed")))?;
         if let Some(state) = ctx.stop_requested() {
             let _k = i.kernel_lock();
