@@ -125,6 +125,15 @@ pub enum Command {
         #[arg(value_name = "OBJECT")]
         element: String,
     },
+    /// At boot, before LIO's configuration is restored (target.service): re-create the
+    /// device-mapper devices saved in the state directory (as root; no daemon needed).
+    RestoreDevices {
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Root of LIO's configfs tree.
+        #[arg(long, value_name = "DIR", default_value = "/sys/kernel/config/target")]
+        configfs_root: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -142,11 +151,15 @@ pub struct ServeArgs {
         default_value = "/var/run/rtslib_backstore.lock"
     )]
     pub lock_file: PathBuf,
-    /// Where intent records of changes in progress are kept, so that a restart after a crash
-    /// completes or rolls them back.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/lio-replica")]
-    pub state_dir: PathBuf,
+    /// Where the saved state (what a reboot must re-create) and the intent records of changes
+    /// in progress (what a restart after a crash completes or rolls back) are kept.
+    /// Default: /var/lib/lio-replica; with `--dm sim`, none unless given.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
+
+/// The state directory of a daemon on the kernel.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lio-replica";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DmArg {
@@ -194,6 +207,10 @@ type Outcome = Result<i32, Failure>;
 pub fn run(cli: Cli) -> i32 {
     let outcome = match &cli.command {
         Command::Serve(args) => return serve(&cli.socket, args),
+        Command::RestoreDevices {
+            state_dir,
+            configfs_root,
+        } => return restore_devices(state_dir, configfs_root, cli.json),
         _ => run_client(&cli),
     };
     match outcome {
@@ -210,6 +227,27 @@ fn serve(socket: &Path, args: &ServeArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("lio-replica: serve: {e:#}");
+            1
+        }
+    }
+}
+
+fn restore_devices(state_dir: &Path, configfs_root: &Path, json: bool) -> i32 {
+    match engine::restore_devices_at_boot(state_dir, configfs_root) {
+        Ok(r) => {
+            if json {
+                out(&serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                out(&r.summary());
+            }
+            if r.failed.is_empty() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("lio-replica: restore-devices: {e:#}");
             1
         }
     }
@@ -235,7 +273,12 @@ fn serve_inner(socket: &Path, args: &ServeArgs) -> anyhow::Result<()> {
             DmArg::Sim => DmChoice::Sim,
         },
         lock_path: args.lock_file.clone(),
-        state_dir: args.state_dir.clone(),
+        state_dir: match (&args.state_dir, args.dm) {
+            (Some(d), _) => Some(d.clone()),
+            (None, DmArg::Kernel) => Some(PathBuf::from(DEFAULT_STATE_DIR)),
+            // a simulation must not mix its devices into a real host's saved state
+            (None, DmArg::Sim) => None,
+        },
     };
     tracing::info!(
         configfs = %cfg.configfs_root.display(),
@@ -279,7 +322,7 @@ fn run_client(cli: &Cli) -> Outcome {
     let mut client = Client::connect(&cli.socket)?;
     let json = cli.json;
     match &cli.command {
-        Command::Serve(_) => unreachable!("handled by run"),
+        Command::Serve(_) | Command::RestoreDevices { .. } => unreachable!("handled by run"),
         Command::Attach {
             source,
             target,

@@ -5,8 +5,8 @@
 //! semaphore cookie in the ioctl's `event_nr`, waited on after the ioctl) for remove, rename
 //! and resume, and only when `/run/udev/control` exists; otherwise it passes no cookie and
 //! the kernel expects nobody. Device nodes therefore may not appear under `/dev/mapper`;
-//! [`KernelDm::device_path`] falls back to `/dev/dm-N` (made by devtmpfs) and, failing that,
-//! makes its own node under [`NODE_DIR`].
+//! [`KernelDm::device_path`] then makes its own node under [`NODE_DIR`], named after the
+//! device (`/dev/dm-N` would name another device after a reboot).
 //!
 //! Where udev runs, calls carry [`DmOptions::private`]'s udev flags: udev still creates
 //! `/dev/mapper/NAME` (the dm rules), but the disk and "other" rules (blkid, by-id links, LVM
@@ -15,6 +15,7 @@
 //! `95-dm-notify.rules` (package `dmsetup`), or the transaction would wait forever; its
 //! absence is logged at start.
 
+use super::identity::{DiskIdentity, SysBlock};
 use super::table::{format_table, TableLine, Target};
 use super::{DevInfo, DmBackend, DmName, StatusLine, NAME_PREFIX, UUID_PREFIX};
 use crate::error::{Error, Result};
@@ -31,7 +32,7 @@ use tracing::{info, warn};
 /// Where device nodes are made on hosts where neither udev nor devtmpfs made one.
 pub const NODE_DIR: &str = "/run/lio-replica/dev";
 
-/// How long [`KernelDm::device_path`] waits for devtmpfs to make `/dev/dm-N`.
+/// How long [`KernelDm::device_path`] waits for udev to make `/dev/mapper/NAME`.
 const DEVNODE_WAIT: Duration = Duration::from_secs(2);
 
 const ENXIO: i32 = nix::libc::ENXIO;
@@ -487,25 +488,21 @@ impl DmBackend for KernelDm {
         }
     }
 
-    /// `/dev/mapper/NAME` if it is the device's node, else `/dev/dm-MINOR` (waiting up to 2 s
-    /// for devtmpfs to make it), else a node made under [`NODE_DIR`].
+    /// `/dev/mapper/NAME` where udev makes it (waiting up to 2 s for it), else a node of our
+    /// own, [`NODE_DIR`]`/NAME`. Never `/dev/dm-N`: LIO keeps this path as the backstore's
+    /// `udev_path`, and a saved LIO configuration restored after a reboot must find this
+    /// device under it, not whichever device got minor N this time.
     fn device_path(&self, name: &DmName) -> Result<PathBuf> {
         let info = self
             .info(name)?
             .ok_or_else(|| Error::NotFound(format!("device-mapper device {name}")))?;
         let mapper = Path::new("/dev/mapper").join(name.as_str());
-        if Self::node_matches(&mapper, info.major, info.minor) {
-            return Ok(mapper);
-        }
-        let dm_n = PathBuf::from(format!("/dev/dm-{}", info.minor));
-        let devtmpfs = Path::new("/sys/dev/block").join(info.devno()).exists();
         let until = Instant::now() + DEVNODE_WAIT;
         loop {
-            if Self::node_matches(&dm_n, info.major, info.minor) {
-                return Ok(dm_n);
+            if Self::node_matches(&mapper, info.major, info.minor) {
+                return Ok(mapper);
             }
-            // only worth waiting if the kernel has registered the disk
-            if !devtmpfs || Instant::now() >= until {
+            if !Path::new("/run/udev/control").exists() || Instant::now() >= until {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -519,6 +516,14 @@ impl DmBackend for KernelDm {
 
     fn size_sectors(&self, path: &Path) -> Result<u64> {
         size_sectors_of_path(path)
+    }
+
+    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity> {
+        SysBlock::default().identity(devno)
+    }
+
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
+        SysBlock::default().find(id)
     }
 }
 

@@ -4,6 +4,7 @@
 //! Only devices whose name starts with [`NAME_PREFIX`] and whose UUID starts with
 //! [`UUID_PREFIX`] are ever touched; [`DmName`] enforces the prefix and the kernel's limits.
 
+pub mod identity;
 pub mod kernel;
 pub mod sim;
 pub mod status;
@@ -18,6 +19,7 @@ pub use table::{
     LinearParams, MirrorParams, RaidParams, SnapshotOriginParams, SnapshotParams, TableLine, Target,
 };
 
+pub use identity::DiskIdentity;
 pub use kernel::KernelDm;
 pub use sim::{SimCall, SimDm, SimOp, SyncStep};
 pub use table::{format_table, parse_table, table_length, RaidDevice};
@@ -151,11 +153,16 @@ pub trait DmBackend: Send + Sync {
     /// Wait until the device's event number is greater than `event_nr` or `timeout` passes.
     /// Returns the current event number. Used to follow progress without busy polling.
     fn wait_event(&self, name: &DmName, event_nr: u32, timeout: Duration) -> Result<u32>;
-    /// A path to the device node that works on hosts without udev (e.g. `/dev/dm-N`, made by
-    /// devtmpfs), for LIO's `udev_path` and for table lines.
+    /// A path to the device node named after the device, so that it names the same device
+    /// after a reboot (`/dev/mapper/NAME`, or a node of our own on hosts without udev), for
+    /// LIO's `udev_path`.
     fn device_path(&self, name: &DmName) -> Result<PathBuf>;
     /// `major:minor` of any block device path (raw disks too), as table lines write it.
     fn devno_of(&self, path: &std::path::Path) -> Result<String>;
     /// Size in 512-byte sectors of a block device path (or of a regular file in the simulator).
     fn size_sectors(&self, path: &std::path::Path) -> Result<u64>;
+    /// What identifies the block device `major:minor` across reboots ([`identity`]).
+    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity>;
+    /// `major:minor` of every block device now present that matches `id`.
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>>;
 }

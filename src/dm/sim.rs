@@ -32,7 +32,7 @@
 use super::kernel::{devno_of_path, size_sectors_of_path};
 use super::status::{MirrorStatus, RaidStatus, SnapshotStatus};
 use super::table::{format_table, table_length, TableLine, Target};
-use super::{DevInfo, DmBackend, DmName, StatusLine};
+use super::{DevInfo, DiskIdentity, DmBackend, DmName, StatusLine};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1295,6 +1295,69 @@ impl DmBackend for SimDm {
         }
         drop(s);
         size_sectors_of_path(path)
+    }
+
+    /// Simulated identities: a registered disk or a file is known by its path
+    /// (`sim-path:PATH`), a simulated device-mapper device by its UUID, as in the kernel.
+    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity> {
+        let s = self.lock();
+        let d = parse_devno(devno)
+            .ok_or_else(|| Error::Invalid(format!("not a major:minor: {devno:?}")))?;
+        if d.0 == SIM_DM_MAJOR {
+            let dev = s
+                .device_by_minor(d.1)
+                .ok_or_else(|| Error::NotFound(format!("block device {devno}")))?;
+            return Ok(DiskIdentity {
+                ids: vec![format!("dm-uuid:{}", dev.name.uuid())],
+                sectors: State::size_of_device(dev),
+                kernel_name: format!("dm-{}", dev.minor),
+            });
+        }
+        let (path, sectors) = if let Some((p, disk)) = s.disks.iter().find(|(_, x)| x.devno == d) {
+            (p.clone(), disk.sectors)
+        } else if let Some((_, p)) = s.files.values().find(|(mi, _)| d == (SIM_FILE_MAJOR, *mi)) {
+            let p = p.clone();
+            drop(s);
+            let sectors = size_sectors_of_path(&p)?;
+            (p, sectors)
+        } else {
+            return Err(Error::NotFound(format!("block device {devno}")));
+        };
+        Ok(DiskIdentity {
+            ids: vec![format!("sim-path:{}", path.display())],
+            sectors,
+            kernel_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
+        let devnos: Vec<String> = {
+            let s = self.lock();
+            s.disks
+                .values()
+                .map(|d| devno_str(d.devno))
+                .chain(
+                    s.files
+                        .values()
+                        .map(|(mi, _)| devno_str((SIM_FILE_MAJOR, *mi))),
+                )
+                .chain(
+                    s.devices
+                        .values()
+                        .map(|d| devno_str((SIM_DM_MAJOR, d.minor))),
+                )
+                .collect()
+        };
+        let mut out: Vec<String> = devnos
+            .into_iter()
+            .filter(|d| self.disk_identity(d).is_ok_and(|have| id.matches(&have)))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }
 

@@ -54,6 +54,28 @@ impl Record {
     }
 }
 
+/// Write `dir/name` so that it holds either its old or its new contents whatever happens:
+/// a temporary file (mode 0600) written and fsynced, renamed over it, the directory fsynced.
+pub(crate) fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_0600()
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Error::io("write", &path, e))?;
+    sync_dir(dir);
+    Ok(())
+}
+
 fn sync_dir(d: &Path) {
     if let Ok(f) = std::fs::File::open(d) {
         let _ = f.sync_all();
@@ -71,23 +93,10 @@ impl Journal {
             return Ok(Record { path: None });
         };
         crate::names::validate_object_name(key)?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        let path = dir.join(format!("{kind}-{key}.intent.json"));
-        let tmp = dir.join(format!(".{kind}-{key}.intent.json.tmp"));
+        let name = format!("{kind}-{key}.intent.json");
         let body = serde_json::to_vec_pretty(intent).map_err(|e| Error::Other(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode_0600()
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| Error::io("write", &path, e))?;
-        sync_dir(dir);
+        write_atomic(dir, &name, &body)?;
+        let path = dir.join(name);
         Ok(Record { path: Some(path) })
     }
 
@@ -202,6 +211,16 @@ fn recover_rebuild(
         }
         Err(e) => return Err(e),
     };
+    restore_exports(cfs, &cur, exports)
+}
+
+/// Make every LUN and mapped LUN of `exports` that is missing, pointing at `cur`, and enable
+/// the TPGs that were enabled. A TPG that is gone is skipped with a warning.
+pub(crate) fn restore_exports(
+    cfs: &crate::configfs::ConfigFs,
+    cur: &StorageObject,
+    exports: &[LunExport],
+) -> Result<()> {
     let targets = cfs.targets()?;
     for e in exports {
         let tpg = targets
@@ -213,7 +232,7 @@ fn recover_rebuild(
             continue;
         };
         if !tpg.luns.iter().any(|l| l.index == e.lun) {
-            cfs.create_lun(&e.tpg, e.lun, &cur, &e.link_name)?;
+            cfs.create_lun(&e.tpg, e.lun, cur, &e.link_name)?;
         }
         for (m, acl) in e.mapped.iter().zip(&e.mapped_acls) {
             let present = tpg

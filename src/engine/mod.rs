@@ -19,6 +19,7 @@ pub mod names;
 pub mod plan;
 pub mod relationship;
 pub mod snapshot;
+pub mod state;
 pub mod sync;
 
 #[cfg(test)]
@@ -52,8 +53,8 @@ pub struct ServeConfig {
     pub dm: DmChoice,
     /// rtslib's backstore lock file
     pub lock_path: PathBuf,
-    /// Where intent records are kept (crash recovery)
-    pub state_dir: PathBuf,
+    /// Where the saved state and the intent records are kept; None keeps neither.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Knobs with defaults for production; tests shorten the waits.
@@ -73,8 +74,11 @@ pub struct Options {
     pub raid_meta_sectors: u64,
     /// dm-raid `max_write_behind` (kernel halves it: outstanding writes the replica may lag).
     pub max_write_behind: u32,
-    /// Directory of intent records for crash recovery; None keeps none.
+    /// Directory of intent records (crash recovery) and of the saved state (reboots); None
+    /// keeps neither.
     pub state_dir: Option<PathBuf>,
+    /// This boot's id; None reads the kernel's (tests simulate reboots with it).
+    pub boot_id: Option<String>,
 }
 
 impl Default for Options {
@@ -88,6 +92,7 @@ impl Default for Options {
             raid_meta_sectors: 8192,
             max_write_behind: 512,
             state_dir: None,
+            boot_id: None,
         }
     }
 }
@@ -104,6 +109,26 @@ pub(crate) struct Inner {
     claims: Mutex<BTreeSet<String>>,
     /// Relationships by InstanceID.
     pub rels: Mutex<BTreeMap<String, Relationship>>,
+    /// The state last saved to disk; saving starts once start-up recovery is over.
+    saved: Mutex<Option<state::SavedState>>,
+    saving: std::sync::atomic::AtomicBool,
+    boot_id: String,
+}
+
+/// The kernel lock; when released, the state on disk is brought up to date with the kernel
+/// (see [`state`]), before the call that made the change answers.
+pub(crate) struct KernelGuard<'a> {
+    inner: &'a Inner,
+    _g: MutexGuard<'a, ()>,
+}
+
+impl Drop for KernelGuard<'_> {
+    fn drop(&mut self) {
+        // a panic stands for a crash in tests: a dead daemon saves nothing
+        if !std::thread::panicking() {
+            self.inner.save_state();
+        }
+    }
 }
 
 /// The engine. Cheap to clone; jobs hold a clone.
@@ -152,8 +177,36 @@ impl Inner {
         })
     }
 
-    pub fn kernel_lock(&self) -> MutexGuard<'_, ()> {
-        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn kernel_lock(&self) -> KernelGuard<'_> {
+        KernelGuard {
+            inner: self,
+            _g: self.kernel.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Save the kernel's state if it changed since the last save (called with the kernel
+    /// lock held). A failure is logged: the change is made, but would not survive a reboot.
+    fn save_state(&self) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        if !self.saving.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        let r = state::capture(&self.cfs, &*self.dm, &self.boot_id, saved.as_ref()).and_then(
+            |now| {
+                if saved.as_ref() != Some(&now) {
+                    state::save(dir, &now)?;
+                    tracing::debug!(dir = %dir.display(), devices = now.devices.len(), "state saved");
+                    *saved = Some(now);
+                }
+                Ok(())
+            },
+        );
+        if let Err(e) = r {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot save the state: the last change will not survive a reboot");
+        }
     }
 
     /// The relationship with this InstanceID, if any (a copy: the map stays unlocked).
@@ -259,6 +312,20 @@ impl Inner {
     }
 }
 
+/// Log what [`state::restore_devices`] did.
+pub(crate) fn report_restored(r: &state::Restored) {
+    info!(
+        created = r.created.len(),
+        present = r.present.len(),
+        degraded = r.degraded.len(),
+        failed = r.failed.len(),
+        "saved devices restored"
+    );
+    for (name, why) in &r.failed {
+        warn!(device = %name, reason = %why, "saved device not re-created");
+    }
+}
+
 fn validate_copy_type(ct: u16) -> Result<CopyType> {
     match ct {
         32768..=65535 => Err(Error::NotSupported(format!(
@@ -291,6 +358,7 @@ impl Engine {
         opts: Options,
         jobs: JobManager,
     ) -> Result<Engine> {
+        let boot_id = opts.boot_id.clone().unwrap_or_else(state::current_boot_id);
         let engine = Engine {
             inner: Arc::new(Inner {
                 cfs,
@@ -301,8 +369,27 @@ impl Engine {
                 kernel: Mutex::new(()),
                 claims: Mutex::new(BTreeSet::new()),
                 rels: Mutex::new(BTreeMap::new()),
+                saved: Mutex::new(None),
+                saving: std::sync::atomic::AtomicBool::new(false),
+                boot_id,
             }),
         };
+        let i = &*engine.inner;
+        // after a reboot: the devices first (if `restore-devices` did not run at boot)
+        let mut saved = match &i.opts.state_dir {
+            Some(dir) => state::load(dir)?,
+            None => None,
+        };
+        if let Some(st) = saved.as_mut() {
+            if st.boot_id != i.boot_id {
+                warn!(
+                    "the saved devices were not re-created at boot: doing it now (run \
+                     `lio-replica restore-devices` before target.service; see the README)"
+                );
+                report_restored(&state::restore_devices(&*i.dm, st)?);
+                st.lio_pending = true;
+            }
+        }
         let resume = relationship::rediscover(&engine)?;
         journal::recover(&engine)?;
         for id in resume {
@@ -313,6 +400,22 @@ impl Engine {
                     relationship::Finish::Split,
                     "copy (resumed after daemon restart)",
                 )?;
+            }
+        }
+        let mut lio_pending = false;
+        if let Some(st) = saved.as_ref().filter(|s| s.lio_pending) {
+            let _k = i.kernel_lock();
+            lio_pending = state::restore_lio(&i.cfs, &*i.dm, st)? > 0;
+        }
+        *i.saved.lock().unwrap() = saved;
+        i.saving.store(true, std::sync::atomic::Ordering::Release);
+        i.save_state();
+        if lio_pending {
+            // what could not be restored is tried again at the next start
+            let mut s = i.saved.lock().unwrap();
+            if let (Some(dir), Some(st)) = (&i.opts.state_dir, s.as_mut()) {
+                st.lio_pending = true;
+                state::save(dir, st)?;
             }
         }
         Ok(engine)
@@ -603,6 +706,34 @@ impl Service for Engine {
 }
 
 /// Build the engine behind the API.
+/// `lio-replica restore-devices`: re-create the saved devices unless this boot already has
+/// (the state says so), and mark the storage objects as still to be restored by the daemon.
+pub fn restore_devices_at_boot(
+    state_dir: &std::path::Path,
+    configfs_root: &std::path::Path,
+) -> anyhow::Result<state::Restored> {
+    use anyhow::Context;
+    let Some(mut st) = state::load(state_dir)? else {
+        info!(dir = %state_dir.display(), "no saved state: nothing to restore");
+        return Ok(state::Restored::default());
+    };
+    let boot = state::current_boot_id();
+    if st.boot_id == boot {
+        info!("the saved state is this boot's own: nothing to restore");
+        return Ok(state::Restored::default());
+    }
+    let dm = crate::dm::KernelDm::new().context("opening device-mapper control")?;
+    let r = state::restore_devices(&dm, &st)?;
+    report_restored(&r);
+    // this boot's numbers from now on; the objects stay as saved until the daemon made them
+    let cfs = ConfigFs::new(configfs_root.to_path_buf());
+    let mut now = state::capture(&cfs, &dm, &boot, Some(&st))?;
+    now.objects = std::mem::take(&mut st.objects);
+    now.lio_pending = true;
+    state::save(state_dir, &now)?;
+    Ok(r)
+}
+
 pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
     use anyhow::Context;
     let (ops, dm): (Arc<dyn crate::configfs::FsOps>, Arc<dyn DmBackend>) = match cfg.dm {
@@ -637,7 +768,7 @@ pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
     };
     let cfs = ConfigFs::with_ops(cfg.configfs_root.clone(), ops, cfg.lock_path.clone());
     let opts = Options {
-        state_dir: Some(cfg.state_dir.clone()),
+        state_dir: cfg.state_dir.clone(),
         ..Options::default()
     };
     let engine = Engine::new(cfs, dm, opts).context("starting the engine")?;

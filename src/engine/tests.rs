@@ -949,3 +949,141 @@ fn a_failed_copy_rolls_the_source_back() {
         .unwrap()
         .is_none());
 }
+
+/// What a reboot leaves: the disks (found again under other numbers), the state directory,
+/// and a configfs tree where LIO's own restore made the TPG and its ACL but none of the
+/// adopted storage objects.
+fn reboot(w: &World, disks: &[usize]) -> (ConfigFs, Arc<SimDm>, Engine) {
+    std::fs::remove_dir_all(w.cfs.root()).unwrap();
+    let (cfs, _fake) = fake_tree(w.dir.path());
+    let tpg = cfs
+        .create_tpg("iscsi", "iqn.2003-01.org.example:src", 1)
+        .unwrap();
+    cfs.create_node_acl(&tpg, "iqn.1993-08.org.debian:01:init")
+        .unwrap();
+    let sim = Arc::new(SimDm::with_dir(w.dir.path().join("dm-after")));
+    // another order: every disk gets another major:minor than before
+    for &k in disks.iter().rev() {
+        sim.add_disk(w.disk(k), 64 * MB);
+    }
+    let opts = Options {
+        boot_id: Some("the-next-boot".into()),
+        ..state_opts(w.dir.path())
+    };
+    let e = Engine::new(cfs.clone(), sim.clone(), opts).unwrap();
+    (cfs, sim, e)
+}
+
+#[test]
+fn a_reboot_brings_relationships_and_adopted_objects_back() {
+    let w = World::new(&[64 * MB; 6]);
+    exported_pair(&w);
+    w.iblock("a", 2);
+    w.iblock("b", 3);
+    w.iblock("c", 4);
+    w.iblock("d", 5);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(w.attach("block/a", "block/b", 4).return_value, 0);
+    // a relationship detached before the reboot stays detached
+    let r = w.attach("block/c", "block/d", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(w.engine.modify_synchronization("c/d", 2).return_value, 0);
+    let src_before = w.cfs.find_storage_object("block", "src").unwrap();
+    let devno = |sim: &SimDm, k: usize| sim.devno_of(&w.disk(k)).unwrap();
+    let old_d0 = devno(&w.sim, 0);
+
+    let (cfs, sim, e) = reboot(&w, &[0, 1, 2, 3, 4, 5]);
+    let new_d0 = devno(&sim, 0);
+    assert_ne!(new_d0, old_d0, "the test must renumber the disks");
+    let mut rels: Vec<(String, u16)> = e
+        .relationships()
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.instance_id.clone(), v.copy_type))
+        .collect();
+    rels.sort();
+    assert_eq!(rels, vec![("a/b".into(), 4), ("src/tgt".into(), 3)]);
+    // the mirror's legs are the same disks under their new numbers, source first
+    let mirror = crate::dm::format_table(&sim.table(&DmName::new("so-src").unwrap()).unwrap());
+    let legs = format!("2 {new_d0} 0 {} 0", devno(&sim, 1));
+    assert!(mirror.contains(&legs), "{mirror} lacks {legs}");
+    // the exported source is back in LIO on its shim, with its identity, LUN and mapping
+    let src = cfs.find_storage_object("block", "src").unwrap();
+    assert_eq!(src.wwn, src_before.wwn);
+    assert_eq!(src.attributes, src_before.attributes);
+    assert_eq!(src.hba, src_before.hba);
+    let shim_dev = sim.info(&DmName::new("so-src").unwrap()).unwrap().unwrap();
+    assert_eq!(
+        sim.devno_of(std::path::Path::new(src.udev_path.as_deref().unwrap()))
+            .unwrap(),
+        shim_dev.devno()
+    );
+    let ex = cfs.exports_of(&src).unwrap();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!((ex[0].lun, ex[0].tpg_enabled), (3, true));
+    assert_eq!(ex[0].mapped.len(), 1);
+    assert!(ex[0].mapped[0].write_protect);
+    // the snapshot's target and the detached pair are back as adopted objects, no more
+    for name in ["b", "c", "d"] {
+        let so = cfs.find_storage_object("block", name).unwrap();
+        assert!(cfs.exports_of(&so).unwrap().is_empty());
+    }
+    assert!(
+        crate::dm::format_table(&sim.table(&DmName::new("so-c").unwrap()).unwrap())
+            .contains("linear")
+    );
+    // a daemon restart in the same boot does not restore anything again
+    drop(e);
+    std::fs::remove_dir_all(
+        cfs.find_storage_object("block", "b")
+            .unwrap()
+            .path
+            .parent()
+            .unwrap(),
+    )
+    .ok();
+    let again = Options {
+        boot_id: Some("the-next-boot".into()),
+        ..state_opts(w.dir.path())
+    };
+    let e2 = Engine::new(cfs.clone(), sim.clone(), again).unwrap();
+    assert_eq!(e2.relationships().unwrap().len(), 2);
+    // (an object deleted since is not brought back by a mere restart)
+    assert!(matches!(
+        cfs.find_storage_object("block", "b"),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
+    let w = World::new(&[64 * MB; 2]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    // disk 1 (the target) does not come back
+    let (cfs, sim, e) = reboot(&w, &[0]);
+    assert!(e.relationships().unwrap().is_empty());
+    let t = crate::dm::format_table(&sim.table(&DmName::new("so-src").unwrap()).unwrap());
+    assert_eq!(
+        t.trim(),
+        format!(
+            "0 {} linear {} 0",
+            64 * MB,
+            sim.devno_of(&w.disk(0)).unwrap()
+        )
+    );
+    let src = cfs.find_storage_object("block", "src").unwrap();
+    assert_eq!(cfs.exports_of(&src).unwrap().len(), 1);
+    // nothing was made for the target: not its shim, not its record, not its storage object
+    assert!(sim.info(&DmName::new("so-tgt").unwrap()).unwrap().is_none());
+    assert!(sim
+        .info(&DmName::new("rel3-src").unwrap())
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        cfs.find_storage_object("block", "tgt"),
+        Err(Error::NotFound(_))
+    ));
+}

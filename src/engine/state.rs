@@ -1,0 +1,426 @@
+//! State kept on disk for what the kernel forgets at a reboot: our device-mapper devices (the
+//! shims under adopted backstores, relationship records, raid metadata devices) with their
+//! tables, and the LIO configuration of every adopted storage object (name, HBA, serial,
+//! attributes, LUNs and ACL mappings).
+//!
+//! `STATE_DIR/state.json` is rewritten (atomically: temporary file, fsync, rename, fsync of the
+//! directory) after every kernel change, before the API answers, from what the kernel holds at
+//! that moment; so it is never ahead of the kernel, and at most one change behind it after a
+//! power loss during that change (which the intent records then roll back or finish).
+//!
+//! At boot, before LIO's configuration is restored (`target.service`), `lio-replica
+//! restore-devices` re-creates the devices ([`restore_devices`]). Table lines name devices by
+//! `major:minor`, which changes from boot to boot: every device a table refers to is saved
+//! with its [`DiskIdentity`] and found again by it; a device that cannot be found, or is found
+//! twice, is never guessed. A relationship whose target is missing is not re-created: its
+//! source comes back alone on `linear`, so its LUN serves; a source that is missing is not
+//! re-created at all (nothing would serve another disk's data under its name).
+//!
+//! The daemon's first start after a boot then re-creates, on their shims, the adopted storage
+//! objects LIO's restore did not make, with their LUNs and mappings ([`restore_lio`]).
+
+use super::{adopt, journal, names};
+use crate::configfs::{ConfigFs, LunExport, StorageObject};
+use crate::dm::{DiskIdentity, DmBackend, DmName, TableLine, Target, NAME_PREFIX, UUID_PREFIX};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tracing::{info, warn};
+
+pub const STATE_FILE: &str = "state.json";
+const FORMAT: u32 = 1;
+
+/// One of our devices and its table as the kernel showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDevice {
+    pub name: DmName,
+    /// `start length type params`, devices as `major:minor` of the boot it was saved in.
+    pub table: Vec<String>,
+}
+
+/// An adopted storage object with what exports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedObject {
+    pub so: StorageObject,
+    pub exports: Vec<LunExport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub format: u32,
+    /// The boot the devices were saved in (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    pub devices: Vec<SavedDevice>,
+    /// Every `major:minor` the tables use -> what identifies that device.
+    pub disks: BTreeMap<String, DiskIdentity>,
+    pub objects: Vec<SavedObject>,
+    /// Devices were re-created at this boot; the storage objects are still to be.
+    #[serde(default)]
+    pub lio_pending: bool,
+}
+
+/// This boot's id, read from the kernel.
+pub fn current_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn load(dir: &Path) -> Result<Option<SavedState>> {
+    let path = dir.join(STATE_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let st: SavedState = serde_json::from_slice(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    if st.format != FORMAT {
+        return Err(Error::NotSupported(format!(
+            "{}: format {} (this version reads {FORMAT})",
+            path.display(),
+            st.format
+        )));
+    }
+    Ok(Some(st))
+}
+
+pub fn save(dir: &Path, st: &SavedState) -> Result<()> {
+    let body = serde_json::to_vec_pretty(st).map_err(|e| Error::Other(e.to_string()))?;
+    journal::write_atomic(dir, STATE_FILE, &body)
+}
+
+/// What the kernel and LIO hold now. An adopted object LIO does not show (not restored yet)
+/// keeps its entry from `previous`.
+pub fn capture(
+    cfs: &ConfigFs,
+    dm: &dyn DmBackend,
+    boot_id: &str,
+    previous: Option<&SavedState>,
+) -> Result<SavedState> {
+    let mut devices = Vec::new();
+    let mut disks = BTreeMap::new();
+    let mut objects = Vec::new();
+    for d in dm.list()? {
+        let table = dm.table(&d.name)?;
+        for line in &table {
+            for dev in line.devices() {
+                if !disks.contains_key(dev) {
+                    disks.insert(dev.to_string(), dm.disk_identity(dev)?);
+                }
+            }
+        }
+        devices.push(SavedDevice {
+            name: d.name.clone(),
+            table: table.iter().map(ToString::to_string).collect(),
+        });
+        let Some(obj) = names::shim_object(&d.name) else {
+            continue;
+        };
+        let live = cfs.find_storage_object("block", &obj).ok().filter(|so| {
+            so.udev_path.as_ref().is_some_and(|p| {
+                dm.devno_of(Path::new(p)).ok().as_deref() == Some(d.devno().as_str())
+            })
+        });
+        match live {
+            Some(so) => {
+                let exports = cfs.exports_of(&so)?;
+                objects.push(SavedObject { so, exports });
+            }
+            None => {
+                if let Some(o) = previous
+                    .into_iter()
+                    .flat_map(|p| &p.objects)
+                    .find(|o| o.so.name == obj)
+                {
+                    objects.push(o.clone());
+                }
+            }
+        }
+    }
+    Ok(SavedState {
+        format: FORMAT,
+        boot_id: boot_id.to_string(),
+        devices,
+        disks,
+        objects,
+        lio_pending: false,
+    })
+}
+
+/// What [`restore_devices`] did.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Restored {
+    /// Devices created with their saved table.
+    pub created: Vec<DmName>,
+    /// Devices already present (left as they are).
+    pub present: Vec<DmName>,
+    /// Source shims created alone on `linear` because their relationship could not be.
+    pub degraded: Vec<DmName>,
+    /// Devices not created, with why.
+    pub failed: Vec<(DmName, String)>,
+}
+
+impl Restored {
+    /// One line per device, for the command line.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (what, list) in [
+            ("re-created", &self.created),
+            ("already present", &self.present),
+            (
+                "re-created alone on linear (relationship lost)",
+                &self.degraded,
+            ),
+        ] {
+            for n in list {
+                out.push_str(&format!("{what}: {n}\n"));
+            }
+        }
+        for (n, why) in &self.failed {
+            out.push_str(&format!("NOT re-created: {n}: {why}\n"));
+        }
+        out.push_str(&format!(
+            "{} re-created, {} already present, {} alone on linear, {} not re-created",
+            self.created.len(),
+            self.present.len(),
+            self.degraded.len(),
+            self.failed.len()
+        ));
+        out
+    }
+}
+
+/// Our device a saved identity names, if it is one of ours.
+fn own_device(id: &DiskIdentity) -> Option<DmName> {
+    id.ids.iter().find_map(|i| {
+        let suffix = i.strip_prefix("dm-uuid:")?.strip_prefix(UUID_PREFIX)?;
+        DmName::parse(&format!("{NAME_PREFIX}{suffix}")).ok()
+    })
+}
+
+enum Resolve {
+    Now(String),
+    /// One of our devices, not made yet.
+    Later(DmName),
+    Never(String),
+}
+
+fn resolve(dm: &dyn DmBackend, st: &SavedState, old: &str) -> Resolve {
+    let Some(id) = st.disks.get(old) else {
+        return Resolve::Never(format!("device {old} has no saved identity"));
+    };
+    if let Some(own) = own_device(id) {
+        return match dm.info(&own) {
+            Ok(Some(d)) => Resolve::Now(d.devno()),
+            Ok(None) => Resolve::Later(own),
+            Err(e) => Resolve::Never(e.to_string()),
+        };
+    }
+    if id.ids.is_empty() {
+        return Resolve::Never(format!(
+            "device {} has nothing that identifies it across a reboot (no serial, WWID, \
+             by-id link or device-mapper UUID)",
+            id.describe()
+        ));
+    }
+    match dm.find_disks(id) {
+        Ok(found) if found.len() == 1 => Resolve::Now(found[0].clone()),
+        Ok(found) if found.is_empty() => {
+            Resolve::Never(format!("device {} is not present", id.describe()))
+        }
+        Ok(found) => Resolve::Never(format!(
+            "device {} matches {} devices ({}); not guessing",
+            id.describe(),
+            found.len(),
+            found.join(", ")
+        )),
+        Err(e) => Resolve::Never(e.to_string()),
+    }
+}
+
+/// A saved table with this boot's device numbers; `Err(Some(dev))` waits for our device
+/// `dev`, `Err(None)` with `why` cannot be.
+fn map_table(
+    dm: &dyn DmBackend,
+    st: &SavedState,
+    table: &[TableLine],
+) -> std::result::Result<Vec<TableLine>, (Option<DmName>, String)> {
+    let mut map = BTreeMap::new();
+    for line in table {
+        for dev in line.devices() {
+            if map.contains_key(dev) {
+                continue;
+            }
+            match resolve(dm, st, dev) {
+                Resolve::Now(n) => {
+                    map.insert(dev.to_string(), n);
+                }
+                Resolve::Later(own) => {
+                    let why = format!("waits for {own}");
+                    return Err((Some(own), why));
+                }
+                Resolve::Never(why) => return Err((None, why)),
+            }
+        }
+    }
+    Ok(table
+        .iter()
+        .map(|l| TableLine {
+            start: l.start,
+            length: l.length,
+            target: l
+                .target
+                .map_devices(|d| map.get(d).cloned().unwrap_or_else(|| d.to_string())),
+        })
+        .collect())
+}
+
+/// A source shim's table reduced to its own device: `linear` over the source's raw device.
+fn source_alone(table: &[TableLine]) -> Option<Vec<TableLine>> {
+    let line = table.first()?;
+    let raw = match &line.target {
+        Target::Mirror(m) => m.legs.first()?.device.clone(),
+        Target::Raid(r) => r.devices.first()?.data.clone(),
+        Target::SnapshotOrigin(o) => o.device.clone(),
+        _ => return None,
+    };
+    let len = crate::dm::table_length(table);
+    Some(super::Inner::linear(&raw, len))
+}
+
+/// Re-create every saved device that does not exist, ours referring to ours after them.
+pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> {
+    let mut out = Restored::default();
+    let mut todo: Vec<(&SavedDevice, Vec<TableLine>)> = Vec::new();
+    for d in &st.devices {
+        if dm.info(&d.name)?.is_some() {
+            out.present.push(d.name.clone());
+            continue;
+        }
+        let table: Result<Vec<TableLine>> = d.table.iter().map(|l| TableLine::parse(l)).collect();
+        match table {
+            Ok(t) => todo.push((d, t)),
+            Err(e) => out
+                .failed
+                .push((d.name.clone(), format!("saved table: {e}"))),
+        }
+    }
+    let failed_names = |out: &Restored| -> BTreeSet<DmName> {
+        out.failed.iter().map(|(n, _)| n.clone()).collect()
+    };
+    loop {
+        let mut progress = false;
+        let mut waiting = Vec::new();
+        for (d, table) in std::mem::take(&mut todo) {
+            match map_table(dm, st, &table) {
+                Ok(mapped) => {
+                    dm.create(&d.name, &mapped)?;
+                    info!(device = %d.name, table = %crate::dm::format_table(&mapped).trim_end(), "re-created device");
+                    out.created.push(d.name.clone());
+                    progress = true;
+                }
+                Err((Some(own), why)) if !failed_names(&out).contains(&own) => {
+                    waiting.push((d, table, why));
+                }
+                Err((_, why)) => {
+                    out.failed.push((d.name.clone(), why));
+                    progress = true;
+                }
+            }
+        }
+        todo = waiting.into_iter().map(|(d, t, _)| (d, t)).collect();
+        if todo.is_empty() {
+            break;
+        }
+        if !progress {
+            for (d, _) in todo.drain(..) {
+                out.failed.push((
+                    d.name.clone(),
+                    "refers to a device that is neither present nor saved".into(),
+                ));
+            }
+            break;
+        }
+    }
+    // a source shim whose relationship could not come back serves its LUN alone
+    let failed = std::mem::take(&mut out.failed);
+    for (name, why) in failed {
+        let alone = st
+            .devices
+            .iter()
+            .find(|d| d.name == name && names::shim_object(&d.name).is_some())
+            .and_then(|d| {
+                let t: Result<Vec<TableLine>> =
+                    d.table.iter().map(|l| TableLine::parse(l)).collect();
+                source_alone(&t.ok()?)
+            })
+            .and_then(|t| map_table(dm, st, &t).ok());
+        match alone {
+            Some(t) => {
+                dm.create(&name, &t)?;
+                warn!(device = %name, reason = %why, "re-created a source alone on linear: its relationship could not be re-created");
+                out.degraded.push(name);
+            }
+            None => {
+                warn!(device = %name, reason = %why, "device not re-created");
+                out.failed.push((name, why));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Re-create the adopted storage objects LIO does not show, on their shims, with their LUNs
+/// and mappings. Returns how many could not be (each logged).
+pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Result<usize> {
+    let mut failures = 0;
+    for o in &st.objects {
+        let r = (|| -> Result<bool> {
+            let shim = names::shim(&o.so.name)?;
+            let Some(info) = dm.info(&shim)? else {
+                return Err(Error::NotFound(format!(
+                    "its device {shim} was not re-created"
+                )));
+            };
+            match cfs.find_storage_object("block", &o.so.name) {
+                Ok(cur) => {
+                    let on_shim = cur.udev_path.as_ref().is_some_and(|p| {
+                        dm.devno_of(Path::new(p)).ok().as_deref() == Some(info.devno().as_str())
+                    });
+                    if !on_shim {
+                        return Err(Error::InUse(format!(
+                            "LIO already has {} on {}, not on {shim}: writes to it bypass its \
+                             replica; delete it and restart the daemon",
+                            cur.element(),
+                            cur.udev_path.as_deref().unwrap_or("no device")
+                        )));
+                    }
+                    Ok(false)
+                }
+                Err(Error::NotFound(_)) => {
+                    let _lock = cfs.lock()?;
+                    let dev = dm.device_path(&shim)?.to_string_lossy().into_owned();
+                    let cur = cfs.create_iblock(&adopt::spec_of(&o.so, &dev))?;
+                    journal::restore_exports(cfs, &cur, &o.exports)?;
+                    Ok(true)
+                }
+                Err(e) => Err(e),
+            }
+        })();
+        match r {
+            Ok(true) => {
+                info!(element = %o.so.element(), luns = o.exports.len(), "re-created an adopted storage object after a reboot")
+            }
+            Ok(false) => {
+                info!(element = %o.so.element(), "adopted storage object already restored by LIO")
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(element = %o.so.element(), error = %e, "adopted storage object not restored");
+            }
+        }
+    }
+    Ok(failures)
+}
