@@ -508,8 +508,12 @@ fn main() {
             .udev_path
             .as_deref()
             .is_some_and(|p| p.ends_with("/disks/d42.img")));
+        let full = cfs
+            .find_storage_object("block", "bench42")
+            .expect("bench42 read whole");
+        assert_eq!(full.summary(), *so);
         assert_eq!(
-            cfs.exports_of(so).expect("exports_of").len(),
+            cfs.exports_of(&full).expect("exports_of").len(),
             usize::from(exported)
         );
         drop(sos);

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod jobs;
 pub mod names;
+mod par;
 pub mod service;
 
 pub use error::{Error, Result, ReturnCode};

@@ -5,6 +5,7 @@
 //!
 //! CONTRACT (the engine relies on these signatures; bodies are filled in configfs/*.rs).
 
+mod dir;
 pub mod fake;
 mod lock;
 mod paths;
@@ -55,6 +56,47 @@ pub struct StorageObject {
 }
 
 impl StorageObject {
+    pub fn element(&self) -> String {
+        format!("/backstores/{}/{}", self.plugin, self.name)
+    }
+
+    /// All of it but the attributes.
+    pub fn summary(&self) -> StorageObjectSummary {
+        StorageObjectSummary {
+            plugin: self.plugin.clone(),
+            hba: self.hba.clone(),
+            name: self.name.clone(),
+            udev_path: self.udev_path.clone(),
+            size_bytes: self.size_bytes,
+            wwn: self.wwn.clone(),
+            enabled: self.enabled,
+            readonly: self.readonly,
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// A storage object as a listing shows it: [`StorageObject`] without its attributes. Reading
+/// those costs a file per attribute (more than 30 per object); they are needed only to
+/// re-create an object, which reads it whole ([`ConfigFs::find_storage_object`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StorageObjectSummary {
+    /// targetcli's name of the plugin: block, fileio, ramdisk, pscsi, user
+    pub plugin: String,
+    /// HBA directory, e.g. `iblock_0`
+    pub hba: String,
+    pub name: String,
+    /// `udev_path` (empty -> None)
+    pub udev_path: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// The unit serial (value of `wwn/vpd_unit_serial` without its label)
+    pub wwn: Option<String>,
+    pub enabled: bool,
+    pub readonly: bool,
+    pub path: PathBuf,
+}
+
+impl StorageObjectSummary {
     pub fn element(&self) -> String {
         format!("/backstores/{}/{}", self.plugin, self.name)
     }
@@ -122,6 +164,18 @@ pub struct LunExport {
     pub mapped_acls: Vec<PathBuf>,
 }
 
+/// A LUN and the storage object its link leads to: what listing every object's exports needs,
+/// read without the TPGs' ACLs, portals and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LunLink {
+    pub fabric: String,
+    pub wwn: String,
+    pub tpg_tag: u16,
+    pub lun: u64,
+    /// `(hba, name)` of the storage object
+    pub storage_object: (String, String),
+}
+
 /// What to create: an iblock storage object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IblockSpec {
@@ -177,17 +231,24 @@ impl ConfigFs {
 }
 
 impl ConfigFs {
-    /// Every storage object of every plugin under `core/`.
-    pub fn storage_objects(&self) -> Result<Vec<StorageObject>> {
+    /// Every storage object of every plugin under `core/`, without attributes, sorted by
+    /// plugin, HBA index and name.
+    pub fn storage_objects(&self) -> Result<Vec<StorageObjectSummary>> {
         read::storage_objects(self)
     }
-    /// `plugin` is targetcli's name (block, fileio, ...). `Error::NotFound` if absent.
+    /// One storage object, attributes included. `plugin` is targetcli's name (block,
+    /// fileio, ...). `Error::NotFound` if absent.
     pub fn find_storage_object(&self, plugin: &str, name: &str) -> Result<StorageObject> {
         read::find_storage_object(self, plugin, name)
     }
     /// All fabric targets (every directory under the root except `core`).
     pub fn targets(&self) -> Result<Vec<Target>> {
         read::targets(self)
+    }
+    /// Every LUN that links to a storage object, in the order of [`ConfigFs::targets`] (by
+    /// fabric and WWN, then TPG tag, then LUN index).
+    pub fn lun_links(&self) -> Result<Vec<LunLink>> {
+        read::lun_links(self)
     }
     /// Every LUN that links to `so`, with its ACL mappings.
     pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {

@@ -1,11 +1,13 @@
 //! Path helpers: names of the configfs directory kinds, lexical path arithmetic (symlinks are
 //! resolved by reading them, never by following them), and careful reads of attributes.
 
+use super::dir;
 use super::ConfigFs;
 use crate::error::{Error, Result};
 use crate::names::validate_configfs_component;
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use nix::libc;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// HBA directory prefix -> targetcli's plugin name.
@@ -73,11 +75,16 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
 /// Where a symlink points, as a normalised path (relative targets are taken from the link's
 /// directory, the way the kernel's configfs readlink answers them). The link is not followed.
 pub(crate) fn link_target(link: &Path) -> Option<PathBuf> {
-    let t = std::fs::read_link(link).ok()?;
-    let full = if t.is_absolute() {
-        t
+    resolve_link(link, std::fs::read_link(link).ok()?)
+}
+
+/// `target`, as read from the symlink `link`, taken from the link's directory if relative and
+/// normalised.
+pub(crate) fn resolve_link(link: &Path, target: PathBuf) -> Option<PathBuf> {
+    let full = if target.is_absolute() {
+        target
     } else {
-        link.parent()?.join(t)
+        link.parent()?.join(target)
     };
     Some(normalize(&full))
 }
@@ -107,75 +114,97 @@ pub(crate) enum EntryKind {
 pub(crate) struct Entry {
     pub name: String,
     pub kind: EntryKind,
-    pub mode: u32,
+}
+
+/// A directory opened without following a symlink, and its entries sorted by name.
+pub(crate) struct Listing {
+    pub fd: OwnedFd,
+    pub entries: Vec<Entry>,
+}
+
+/// List `rel` (relative to the open directory `at`, else a path; `path` names it in messages),
+/// not following a symlink: see [`listing`].
+pub(crate) fn open_listing(
+    at: Option<BorrowedFd<'_>>,
+    rel: &Path,
+    path: &Path,
+) -> std::io::Result<Option<Listing>> {
+    listing(at, rel, path, false)
+}
+
+/// List `rel` (relative to the open directory `at`, else a path; `path` names it in messages).
+/// Kinds come from the directory itself (`d_type`), so an entry costs no `stat`. Unless
+/// `follow`, a symlink where the directory should be is not listed (`None`, with a warning):
+/// configfs has none at these places, and what it leads to is not part of the tree (a changed
+/// entry behind it would be a change outside the root).
+fn listing(
+    at: Option<BorrowedFd<'_>>,
+    rel: &Path,
+    path: &Path,
+    follow: bool,
+) -> std::io::Result<Option<Listing>> {
+    let fd = match dir::open_dir(at, rel, follow) {
+        Ok(fd) => fd,
+        // O_NOFOLLOW refuses a symlink with ELOOP, or ENOTDIR with O_DIRECTORY
+        Err(e)
+            if !follow
+                && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+                && dir::is_symlink_at(at, rel) =>
+        {
+            tracing::warn!(path = %path.display(), "ignoring a symlink where configfs has a directory");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut entries = dir::read_entries(fd.as_fd(), path)?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(Listing { fd, entries }))
 }
 
 /// The entries of a directory, sorted by name, without following symlinks. Names that are
 /// not UTF-8 are skipped with a warning. A symlink where the directory should be has no
-/// entries (with a warning): configfs has none at these places, and what it leads to is not
-/// part of the tree (a changed entry behind it would be a change outside the root).
+/// entries (with a warning), see [`listing`].
 pub(crate) fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
-        tracing::warn!(path = %dir.display(), "ignoring a symlink where configfs has a directory");
-        return Ok(Vec::new());
-    }
-    entries_following(dir)
+    Ok(listing(None, dir, dir, false)?
+        .map(|l| l.entries)
+        .unwrap_or_default())
 }
 
 /// Like [`entries`], but `dir` itself may be a symlink: for the configfs root as given.
 pub(crate) fn root_entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    entries_following(dir)
+    Ok(listing(None, dir, dir, true)?
+        .map(|l| l.entries)
+        .unwrap_or_default())
 }
 
-fn entries_following(dir: &Path) -> std::io::Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let Some(name) = e.file_name().to_str().map(str::to_string) else {
-            tracing::warn!(dir = %dir.display(), name = ?e.file_name(), "skipping a name that is not UTF-8");
-            continue;
-        };
-        let md = match std::fs::symlink_metadata(e.path()) {
-            Ok(md) => md,
-            // Removed while we looked.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err),
-        };
-        let ft = md.file_type();
-        let kind = if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Other
-        };
-        out.push(Entry {
-            name,
-            kind,
-            mode: md.permissions().mode(),
-        });
+/// The listing of `rel` (relative to `at`, else a path; `path` names it), or none if it does
+/// not exist (it vanished, or this kernel has no such group) or is a symlink; other errors are
+/// reported with the path.
+pub(crate) fn listing_if_there(
+    at: Option<BorrowedFd<'_>>,
+    rel: &Path,
+    path: &Path,
+) -> Result<Option<Listing>> {
+    match listing(at, rel, path, false) {
+        Ok(v) => Ok(v),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read directory", path, e)),
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
 }
 
 /// The entries of `dir`, or none if it does not exist (it vanished, or this kernel has no such
 /// group); other errors are reported with the path.
 pub(crate) fn entries_or_empty(dir: &Path) -> Result<Vec<Entry>> {
-    match entries(dir) {
-        Ok(v) => Ok(v),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("read directory", dir, e)),
-    }
+    Ok(listing_if_there(None, dir, dir)?
+        .map(|l| l.entries)
+        .unwrap_or_default())
 }
 
-/// The sub-directories of `dir` whose names are valid configfs names. Symlinks where a
-/// directory is expected and hostile names are skipped with a warning.
-pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<String>> {
+/// The names of the sub-directories among the `entries` of `dir` that are valid configfs
+/// names. Symlinks where a directory is expected and hostile names are skipped with a warning.
+pub(crate) fn dir_names(dir: &Path, entries: Vec<Entry>) -> Vec<String> {
     let mut out = Vec::new();
-    for e in entries_or_empty(dir)? {
+    for e in entries {
         match e.kind {
             EntryKind::Dir => {}
             EntryKind::Symlink => {
@@ -190,13 +219,14 @@ pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<String>> {
         }
         out.push(e.name);
     }
-    Ok(out)
+    out
 }
 
-/// The symlinks inside `dir` (a LUN or mapped-LUN directory), names validated.
-pub(crate) fn child_links(dir: &Path) -> Result<Vec<String>> {
+/// The names of the symlinks among the `entries` of `dir` (a LUN or mapped-LUN directory),
+/// validated.
+pub(crate) fn link_names(dir: &Path, entries: Vec<Entry>) -> Vec<String> {
     let mut out = Vec::new();
-    for e in entries_or_empty(dir)? {
+    for e in entries {
         if e.kind != EntryKind::Symlink {
             continue;
         }
@@ -206,7 +236,18 @@ pub(crate) fn child_links(dir: &Path) -> Result<Vec<String>> {
         }
         out.push(e.name);
     }
-    Ok(out)
+    out
+}
+
+/// The sub-directories of `dir` whose names are valid configfs names. Symlinks where a
+/// directory is expected and hostile names are skipped with a warning.
+pub(crate) fn child_dirs(dir: &Path) -> Result<Vec<String>> {
+    Ok(dir_names(dir, entries_or_empty(dir)?))
+}
+
+/// The symlinks inside `dir` (a LUN or mapped-LUN directory), names validated.
+pub(crate) fn child_links(dir: &Path) -> Result<Vec<String>> {
+    Ok(link_names(dir, entries_or_empty(dir)?))
 }
 
 /// A directory that is really there (not a symlink to one).
@@ -219,6 +260,13 @@ pub(crate) fn exists_nofollow(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
 
+/// The permission bits of `p` (not following a symlink).
+pub(crate) fn mode_nofollow(p: &Path) -> Option<u32> {
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode())
+}
+
 /// Read an attribute without following a symlink; trailing whitespace removed. `None` if it
 /// is absent, unreadable (write-only attributes) or not text.
 pub(crate) fn read_attr(p: &Path) -> Option<String> {
@@ -229,19 +277,7 @@ pub(crate) fn read_attr(p: &Path) -> Option<String> {
     {
         return None;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(p)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut buf = Vec::new();
-    // configfs attributes are at most a page; read a little more to notice nonsense.
-    f.by_ref().take(64 * 1024).read_to_end(&mut buf).ok()?;
-    let s = String::from_utf8(buf).ok()?;
-    Some(s.trim_end().to_string())
+    dir::read_text_at(None, p)
 }
 
 /// A `0`/`1` attribute. `None` if absent or not a number.
@@ -319,7 +355,16 @@ impl ConfigFs {
     /// Where a link inside the tree points, as components below the root. `None` (with a
     /// warning) if it leads outside the root or through a name we would not use.
     pub(crate) fn link_components(&self, link: &Path) -> Option<Vec<String>> {
-        let Some(target) = link_target(link) else {
+        self.components_of_link(link, std::fs::read_link(link))
+    }
+
+    /// [`ConfigFs::link_components`] of `link`, whose target `read` was read by the caller.
+    pub(crate) fn components_of_link(
+        &self,
+        link: &Path,
+        read: std::io::Result<PathBuf>,
+    ) -> Option<Vec<String>> {
+        let Some(target) = read.ok().and_then(|t| resolve_link(link, t)) else {
             tracing::warn!(link = %link.display(), "cannot read symlink");
             return None;
         };

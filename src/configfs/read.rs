@@ -2,26 +2,56 @@
 //!
 //! Every name read from the tree is validated before it is joined into a path; symlinks where
 //! configfs has directories, and links leading outside the root, are skipped with a warning.
+//!
+//! Listing is a matter of system calls: entries take their kind from the directory
+//! (`d_type`), files are opened relative to their open HBA or LUN directory, each attribute
+//! is one open, one read and one close, and the directories are read on several threads.
 
+use super::dir::{is_symlink_at, read_link_at, read_text_at};
 use super::paths::{
-    child_dirs, child_links, entries, info_value, link_target, parse_index, plugin_of_hba,
-    read_attr, read_flag, root_entries, split_hba, EntryKind, FABRIC_NON_TARGETS,
+    child_dirs, child_links, dir_names, entries, info_value, link_names, link_target,
+    listing_if_there, mode_nofollow, open_listing, parse_index, plugin_of_hba, read_attr,
+    read_flag, root_entries, split_hba, EntryKind, FABRIC_NON_TARGETS,
 };
-use super::Lun;
-use super::{ConfigFs, LunExport, MappedLun, NodeAcl, StorageObject, Target, Tpg};
+use super::{ConfigFs, LunExport, LunLink, MappedLun, NodeAcl, StorageObject, Target, Tpg};
+use super::{Lun, StorageObjectSummary};
 use crate::error::{Error, Result};
 use crate::names::validate_configfs_component;
+use crate::par;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 const SERIAL_LABEL: &str = "T10 VPD Unit Serial Number:";
 
-/// `(plugin, hba directory name)` of every backstore HBA directory under `core/`.
-fn hba_dirs(cfs: &ConfigFs) -> Result<Vec<(&'static str, String)>> {
+/// HBA directories or storage objects one thread reads at least, when reading on several.
+const PER_THREAD: usize = 32;
+/// Targets, likewise.
+const TARGETS_PER_THREAD: usize = 4;
+/// LUNs of one TPG, likewise (a TPG's LUNs are read on several threads only when it has many).
+const LUNS_PER_THREAD: usize = 256;
+
+/// `core/`, open, and its backstore HBA directories.
+struct Hbas {
+    /// `None` where a symlink stands in place of `core`
+    core: Option<OwnedFd>,
+    /// `(plugin, hba directory name)`, by name
+    dirs: Vec<(&'static str, String)>,
+}
+
+fn hba_dirs(cfs: &ConfigFs) -> Result<Hbas> {
     let core = cfs.root.join("core");
-    let ents = entries(&core).map_err(|e| Error::io("read directory", &core, e))?;
+    let listing =
+        open_listing(None, &core, &core).map_err(|e| Error::io("read directory", &core, e))?;
+    // a symlink in place of `core` (warned) holds no objects
+    let Some(listing) = listing else {
+        return Ok(Hbas {
+            core: None,
+            dirs: Vec::new(),
+        });
+    };
     let mut out = Vec::new();
-    for e in ents {
+    for e in listing.entries {
         let Some(plugin) = plugin_of_hba(&e.name) else {
             if e.name != "alua" {
                 tracing::debug!(path = %core.join(&e.name).display(), "not a backstore HBA directory");
@@ -42,51 +72,110 @@ fn hba_dirs(cfs: &ConfigFs) -> Result<Vec<(&'static str, String)>> {
         }
         out.push((plugin, e.name));
     }
-    Ok(out)
+    Ok(Hbas {
+        core: Some(listing.fd),
+        dirs: out,
+    })
 }
 
-pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObject>> {
+pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObjectSummary>> {
     let core = cfs.root.join("core");
-    let mut out = Vec::new();
-    for (plugin, hba) in hba_dirs(cfs)? {
-        for name in child_dirs(&core.join(&hba))? {
-            out.push(read_storage_object(cfs, plugin, &hba, &name));
-        }
-    }
-    out.sort_by(|a, b| {
-        (&a.plugin, split_hba(&a.hba).map(|h| h.1), &a.name).cmp(&(
-            &b.plugin,
-            split_hba(&b.hba).map(|h| h.1),
-            &b.name,
-        ))
+    let Hbas {
+        core: core_fd,
+        dirs: hbas,
+    } = hba_dirs(cfs)?;
+    let Some(core_fd) = core_fd else {
+        return Ok(Vec::new());
+    };
+    let core_fd = core_fd.as_fd();
+    let per_hba = par::map(&hbas, PER_THREAD, |(plugin, hba)| {
+        list_hba(core_fd, &core, plugin, hba)
     });
-    Ok(out)
+    let mut out = Vec::new();
+    for (objects, (_, hba)) in per_hba.into_iter().zip(&hbas) {
+        // every HBA name passed split_hba in hba_dirs
+        let index = split_hba(hba).map_or(0, |h| h.1);
+        out.extend(objects?.into_iter().map(|so| (index, so)));
+    }
+    out.sort_by(|(ia, a), (ib, b)| (&a.plugin, ia, &a.name).cmp(&(&b.plugin, ib, &b.name)));
+    Ok(out.into_iter().map(|(_, so)| so).collect())
 }
 
-/// One storage object; `hba` and `name` are validated names.
-pub(super) fn read_storage_object(
-    cfs: &ConfigFs,
+/// The storage objects in the HBA directory `hba` of `core` (open as `core_fd`).
+fn list_hba(
+    core_fd: BorrowedFd<'_>,
+    core: &Path,
     plugin: &str,
     hba: &str,
-    name: &str,
-) -> StorageObject {
-    let path = cfs.root.join("core").join(hba).join(name);
-    let info = read_attr(&path.join("info")).unwrap_or_default();
+) -> Result<Vec<StorageObjectSummary>> {
+    let dir = core.join(hba);
+    let Some(listing) = listing_if_there(Some(core_fd), Path::new(hba), &dir)? else {
+        return Ok(Vec::new());
+    };
+    let names = dir_names(&dir, listing.entries);
+    let hba_fd = listing.fd.as_fd();
+    Ok(par::map(&names, PER_THREAD, |name| {
+        read_summary(&ObjectDir {
+            hba_fd: Some(hba_fd),
+            core,
+            plugin,
+            hba,
+            name,
+        })
+    }))
+}
+
+/// One storage object's directory, read relative to its open HBA directory; `hba` and `name`
+/// are validated names, and the object's directory is known not to be a symlink.
+struct ObjectDir<'a> {
+    /// `None` if the HBA directory could not be opened: nothing can be read
+    hba_fd: Option<BorrowedFd<'a>>,
+    core: &'a Path,
+    plugin: &'a str,
+    hba: &'a str,
+    name: &'a str,
+}
+
+impl ObjectDir<'_> {
+    fn rel(&self, file: &str) -> PathBuf {
+        Path::new(self.name).join(file)
+    }
+
+    fn attr(&self, file: &str) -> Option<String> {
+        read_text_at(Some(self.hba_fd?), &self.rel(file))
+    }
+
+    /// `group/file`, not through a symlinked group (`wwn`, `attrib`): that file is not in the
+    /// tree.
+    fn group_attr(&self, group: &str, file: &str) -> Option<String> {
+        let fd = self.hba_fd?;
+        let g = self.rel(group);
+        if is_symlink_at(Some(fd), &g) {
+            return None;
+        }
+        read_text_at(Some(fd), &g.join(file))
+    }
+}
+
+/// Everything of one storage object but its attributes.
+fn read_summary(o: &ObjectDir<'_>) -> StorageObjectSummary {
+    let info = o.attr("info").unwrap_or_default();
     // The `udev_path` attribute is only what someone wrote to it (rtslib does); a backstore
     // configured through `control` alone shows its device in `info` only.
-    let udev_path = read_attr(&path.join("udev_path"))
+    let udev_path = o
+        .attr("udev_path")
         .filter(|s| !s.is_empty())
-        .or_else(|| match plugin {
+        .or_else(|| match o.plugin {
             "block" => info_value(&info, "UDEV PATH"),
             "fileio" => info_value(&info, "File"),
             _ => None,
         })
         .filter(|s| !s.is_empty());
     let readonly = info_value(&info, "readonly")
-        .or_else(|| read_attr(&path.join("attrib").join("readonly")))
+        .or_else(|| o.group_attr("attrib", "readonly"))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|v| v != 0);
-    let size_bytes = match plugin {
+    let size_bytes = match o.plugin {
         "fileio" | "user" => info_value(&info, "Size").and_then(|v| v.parse::<u64>().ok()),
         "ramdisk" => info_value(&info, "PAGES/PAGE_SIZE").and_then(|v| {
             let (pages, page) = v.split_once('*')?;
@@ -99,20 +188,59 @@ pub(super) fn read_storage_object(
         _ => None,
     }
     .filter(|s| *s > 0);
-    StorageObject {
-        plugin: plugin.to_string(),
-        hba: hba.to_string(),
-        name: name.to_string(),
+    StorageObjectSummary {
+        plugin: o.plugin.to_string(),
+        hba: o.hba.to_string(),
+        name: o.name.to_string(),
         udev_path,
         size_bytes,
-        wwn: read_attr(&path.join("wwn").join("vpd_unit_serial"))
+        wwn: o
+            .group_attr("wwn", "vpd_unit_serial")
             .map(|s| strip_serial_label(&s))
             .filter(|s| !s.is_empty()),
         // rtslib: an object without `enable` is always enabled.
-        enabled: read_flag(&path.join("enable")).unwrap_or(true),
+        enabled: o
+            .attr("enable")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_none_or(|v| v != 0),
         readonly,
-        attributes: read_attributes(&path.join("attrib")),
-        path,
+        path: o.core.join(o.hba).join(o.name),
+    }
+}
+
+/// One storage object, attributes included; `hba` and `name` are validated names of a
+/// directory that is not a symlink.
+pub(super) fn read_storage_object(
+    cfs: &ConfigFs,
+    plugin: &str,
+    hba: &str,
+    name: &str,
+) -> StorageObject {
+    let core = cfs.root.join("core");
+    let hba_dir = core.join(hba);
+    let hba_fd = super::dir::open_dir(None, &hba_dir, false).ok();
+    let s = read_summary(&ObjectDir {
+        hba_fd: hba_fd.as_ref().map(AsFd::as_fd),
+        core: &core,
+        plugin,
+        hba,
+        name,
+    });
+    let attributes = match hba_fd {
+        Some(_) => read_attributes(&s.path.join("attrib")),
+        None => BTreeMap::new(),
+    };
+    StorageObject {
+        plugin: s.plugin,
+        hba: s.hba,
+        name: s.name,
+        udev_path: s.udev_path,
+        size_bytes: s.size_bytes,
+        wwn: s.wwn,
+        enabled: s.enabled,
+        readonly: s.readonly,
+        attributes,
+        path: s.path,
     }
 }
 
@@ -141,17 +269,48 @@ pub(super) fn read_attributes(dir: &Path) -> BTreeMap<String, String> {
         }
     };
     for e in ents {
-        if e.kind != EntryKind::File || e.mode & 0o600 != 0o600 {
+        if e.kind != EntryKind::File {
             continue;
         }
         if validate_configfs_component(&e.name).is_err() {
             continue;
         }
-        if let Some(v) = read_attr(&dir.join(&e.name)) {
+        let p = dir.join(&e.name);
+        if mode_nofollow(&p).is_none_or(|m| m & 0o600 != 0o600) {
+            continue;
+        }
+        if let Some(v) = read_attr(&p) {
             out.insert(e.name, v);
         }
     }
     out
+}
+
+/// `(plugin, hba)` of the storage object `plugin`/`name`, if there is one: one `stat` per HBA
+/// directory of that plugin, nothing read.
+pub(super) fn locate_storage_object(
+    cfs: &ConfigFs,
+    plugin: &str,
+    name: &str,
+) -> Result<Option<(&'static str, String)>> {
+    let want = if plugin.starts_with("user:") {
+        "user"
+    } else {
+        plugin
+    };
+    validate_configfs_component(name)?;
+    let core = cfs.root.join("core");
+    for (plugin, hba) in hba_dirs(cfs)?.dirs {
+        if plugin != want {
+            continue;
+        }
+        // a real directory, not a symlink planted in its place
+        let dir = core.join(&hba).join(name);
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(Some((plugin, hba)));
+        }
+    }
+    Ok(None)
 }
 
 pub(super) fn find_storage_object(
@@ -159,30 +318,17 @@ pub(super) fn find_storage_object(
     plugin: &str,
     name: &str,
 ) -> Result<StorageObject> {
-    let want = if plugin.starts_with("user:") {
-        "user"
-    } else {
-        plugin
-    };
     // read only the one object: an attach must not cost a walk of the whole tree
-    validate_configfs_component(name)?;
-    let core = cfs.root.join("core");
-    for (plugin, hba) in hba_dirs(cfs)? {
-        if plugin != want {
-            continue;
-        }
-        // a real directory, not a symlink planted in its place
-        let dir = core.join(&hba).join(name);
-        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return Ok(read_storage_object(cfs, plugin, &hba, name));
-        }
+    match locate_storage_object(cfs, plugin, name)? {
+        Some((plugin, hba)) => Ok(read_storage_object(cfs, plugin, &hba, name)),
+        None => Err(Error::NotFound(format!(
+            "no storage object /backstores/{plugin}/{name}"
+        ))),
     }
-    Err(Error::NotFound(format!(
-        "no storage object /backstores/{plugin}/{name}"
-    )))
 }
 
-pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {
+/// `(fabric, wwn)` of every target directory, sorted.
+fn target_dirs(cfs: &ConfigFs) -> Result<Vec<(String, String)>> {
     let root = &cfs.root;
     let ents = root_entries(root).map_err(|e| Error::io("read directory", root, e))?;
     let mut out = Vec::new();
@@ -207,23 +353,72 @@ pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {
             if FABRIC_NON_TARGETS.contains(&wwn.as_str()) {
                 continue;
             }
-            out.push(read_target(cfs, &e.name, &wwn)?);
+            out.push((e.name.clone(), wwn));
         }
     }
-    out.sort_by(|a, b| (&a.fabric, &a.wwn).cmp(&(&b.fabric, &b.wwn)));
+    out.sort();
+    Ok(out)
+}
+
+pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {
+    let dirs = target_dirs(cfs)?;
+    par::map(&dirs, TARGETS_PER_THREAD, |(fabric, wwn)| {
+        read_target(cfs, fabric, wwn)
+    })
+    .into_iter()
+    .collect()
+}
+
+pub(super) fn lun_links(cfs: &ConfigFs) -> Result<Vec<LunLink>> {
+    let dirs = target_dirs(cfs)?;
+    let per_target = par::map(
+        &dirs,
+        TARGETS_PER_THREAD,
+        |(fabric, wwn)| -> Result<Vec<LunLink>> {
+            let path = cfs.root.join(fabric).join(wwn);
+            let mut out = Vec::new();
+            for (t, tag) in tpg_dirs(&path)? {
+                for lun in read_luns(cfs, &path.join(&t))? {
+                    if let Some(so) = lun.storage_object {
+                        out.push(LunLink {
+                            fabric: fabric.clone(),
+                            wwn: wwn.clone(),
+                            tpg_tag: tag,
+                            lun: lun.index,
+                            storage_object: so,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        },
+    );
+    let mut out = Vec::new();
+    for links in per_target {
+        out.extend(links?);
+    }
+    Ok(out)
+}
+
+/// `(directory name, tag)` of the TPGs of the target at `path`, by tag.
+fn tpg_dirs(path: &Path) -> Result<Vec<(String, u16)>> {
+    let mut out: Vec<(String, u16)> = child_dirs(path)?
+        .into_iter()
+        .filter_map(|t| {
+            let tag = parse_index(&t, "tpgt_").and_then(|v| u16::try_from(v).ok())?;
+            Some((t, tag))
+        })
+        .collect();
+    out.sort_by_key(|t| t.1);
     Ok(out)
 }
 
 fn read_target(cfs: &ConfigFs, fabric: &str, wwn: &str) -> Result<Target> {
     let path = cfs.root.join(fabric).join(wwn);
     let mut tpgs = Vec::new();
-    for t in child_dirs(&path)? {
-        let Some(tag) = parse_index(&t, "tpgt_").and_then(|v| u16::try_from(v).ok()) else {
-            continue;
-        };
+    for (t, tag) in tpg_dirs(&path)? {
         tpgs.push(read_tpg(cfs, [fabric, wwn, &t], tag)?);
     }
-    tpgs.sort_by_key(|t| t.tag);
     Ok(Target {
         fabric: fabric.to_string(),
         wwn: wwn.to_string(),
@@ -234,14 +429,7 @@ fn read_target(cfs: &ConfigFs, fabric: &str, wwn: &str) -> Result<Target> {
 
 fn read_tpg(cfs: &ConfigFs, comps: [&str; 3], tag: u16) -> Result<Tpg> {
     let path = cfs.root.join(comps[0]).join(comps[1]).join(comps[2]);
-    let mut luns = Vec::new();
-    for l in child_dirs(&path.join("lun"))? {
-        let Some(index) = parse_index(&l, "lun_") else {
-            continue;
-        };
-        luns.push(read_lun(cfs, &path.join("lun").join(&l), index)?);
-    }
-    luns.sort_by_key(|l| l.index);
+    let luns = read_luns(cfs, &path)?;
     let mut acls = Vec::new();
     for initiator in child_dirs(&path.join("acls"))? {
         let acl = path.join("acls").join(&initiator);
@@ -272,15 +460,54 @@ fn read_tpg(cfs: &ConfigFs, comps: [&str; 3], tag: u16) -> Result<Tpg> {
     })
 }
 
-fn read_lun(cfs: &ConfigFs, dir: &Path, index: u64) -> Result<Lun> {
-    let links = child_links(dir)?;
+/// The LUNs of the TPG at `tpg`, by index. Each LUN directory is read relative to the open
+/// `lun` group: its listing and its link, nothing else.
+fn read_luns(cfs: &ConfigFs, tpg: &Path) -> Result<Vec<Lun>> {
+    let group = tpg.join("lun");
+    let Some(listing) = listing_if_there(None, &group, &group)? else {
+        return Ok(Vec::new());
+    };
+    let group_fd = listing.fd.as_fd();
+    let names: Vec<(String, u64)> = dir_names(&group, listing.entries)
+        .into_iter()
+        .filter_map(|l| {
+            let index = parse_index(&l, "lun_")?;
+            Some((l, index))
+        })
+        .collect();
+    let mut luns = par::map(&names, LUNS_PER_THREAD, |(l, index)| {
+        read_lun(cfs, group_fd, &group, l, *index)
+    })
+    .into_iter()
+    .collect::<Result<Vec<Lun>>>()?;
+    luns.sort_by_key(|l| l.index);
+    Ok(luns)
+}
+
+/// The LUN directory `name` in the `lun` group `group` (open as `group_fd`).
+fn read_lun(
+    cfs: &ConfigFs,
+    group_fd: BorrowedFd<'_>,
+    group: &Path,
+    name: &str,
+    index: u64,
+) -> Result<Lun> {
+    let dir = group.join(name);
+    let listing = listing_if_there(Some(group_fd), Path::new(name), &dir)?;
+    let (links, fd) = match listing {
+        Some(l) => (link_names(&dir, l.entries), Some(l.fd)),
+        None => (Vec::new(), None),
+    };
     if links.len() > 1 {
         tracing::warn!(lun = %dir.display(), "LUN directory holds {} links; using the first", links.len());
     }
     let link_name = links.first().cloned().unwrap_or_default();
-    let storage_object = links.first().and_then(|l| {
+    let storage_object = links.first().zip(fd).and_then(|(l, fd)| {
         let link = dir.join(l);
-        match cfs.link_components(&link)?.as_slice() {
+        match cfs
+            .components_of_link(&link, read_link_at(fd.as_fd(), l))?
+            .as_slice()
+        {
             [core, hba, name] if core == "core" && split_hba(hba).is_some() => {
                 Some((hba.clone(), name.clone()))
             }
@@ -294,7 +521,7 @@ fn read_lun(cfs: &ConfigFs, dir: &Path, index: u64) -> Result<Lun> {
         index,
         link_name,
         storage_object,
-        path: dir.to_path_buf(),
+        path: dir,
     })
 }
 

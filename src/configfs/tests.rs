@@ -150,19 +150,22 @@ fn reads_a_tree_built_like_the_kernels() {
     assert!(!so.readonly);
     assert_eq!(so.size_bytes, None);
     assert_eq!(so.path, b);
+    // the object read whole: the same, and its read-write attributes
+    let full = cfs.find_storage_object("block", "disk0").unwrap();
+    assert_eq!(full.summary(), *so);
     assert_eq!(
-        so.attributes.get("block_size").map(String::as_str),
+        full.attributes.get("block_size").map(String::as_str),
         Some("512")
     );
     assert_eq!(
-        so.attributes.get("queue_depth").map(String::as_str),
+        full.attributes.get("queue_depth").map(String::as_str),
         Some("128")
     );
     assert!(
-        !so.attributes.contains_key("hw_block_size"),
+        !full.attributes.contains_key("hw_block_size"),
         "read-only kept"
     );
-    assert!(!so.attributes.contains_key("hw_max_sectors"));
+    assert!(!full.attributes.contains_key("hw_max_sectors"));
     assert!(std::fs::read_to_string(b.join("info"))
         .unwrap()
         .starts_with("Status: ACTIVATED"));
@@ -184,7 +187,6 @@ fn reads_a_tree_built_like_the_kernels() {
     );
     assert!(tpg.acls.is_empty());
 
-    assert_eq!(cfs.find_storage_object("block", "disk0").unwrap(), *so);
     let e = cfs.find_storage_object("block", "nope").unwrap_err();
     assert!(matches!(e, Error::NotFound(_)));
     assert_eq!(
@@ -239,7 +241,18 @@ fn reads_every_plugin_and_skips_non_hba_entries() {
     assert_eq!(f1.size_bytes, Some(1048576));
     assert_eq!(sos[2].size_bytes, Some(256 * 4096));
     assert_eq!(sos[3].size_bytes, Some(4096));
-    assert!(sos[1].attributes.keys().all(|k| !k.starts_with("hw_")));
+    assert_eq!(
+        sos.iter()
+            .map(|s| cfs
+                .find_storage_object(&s.plugin, &s.name)
+                .unwrap()
+                .summary())
+            .collect::<Vec<_>>(),
+        sos
+    );
+    let p1 = cfs.find_storage_object("pscsi", "p1").unwrap();
+    assert!(!p1.attributes.is_empty());
+    assert!(p1.attributes.keys().all(|k| !k.starts_with("hw_")));
     assert_eq!(
         cfs.find_storage_object("user:rbd", "u1").unwrap().hba,
         "user_4"
@@ -676,7 +689,9 @@ fn planted_symlinks_are_not_followed() {
     assert_eq!(luns[1].index, 3);
     assert_eq!(luns[1].storage_object, None);
     assert_eq!(luns[2].storage_object, None);
-    assert_eq!(cfs.exports_of(&sos[0]).unwrap().len(), 1);
+    let disk0 = cfs.find_storage_object("block", "disk0").unwrap();
+    assert_eq!(disk0.summary(), sos[0]);
+    assert_eq!(cfs.exports_of(&disk0).unwrap().len(), 1);
 }
 
 #[test]
@@ -728,6 +743,69 @@ fn exports_of_finds_luns_and_acl_mappings() {
         "loopback TPGs have no enable: always on"
     );
     assert_eq!(ex1[0].mapped.len(), 1);
+
+    // the LUN links alone: the same LUNs as the targets read whole, in the same order
+    let from_targets: Vec<LunLink> = cfs
+        .targets()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            t.tpgs.iter().flat_map(move |tpg| {
+                tpg.luns.iter().filter_map(move |l| {
+                    Some(LunLink {
+                        fabric: t.fabric.clone(),
+                        wwn: t.wwn.clone(),
+                        tpg_tag: tpg.tag,
+                        lun: l.index,
+                        storage_object: l.storage_object.clone()?,
+                    })
+                })
+            })
+        })
+        .collect();
+    assert_eq!(from_targets.len(), 4);
+    assert_eq!(cfs.lun_links().unwrap(), from_targets);
+}
+
+/// Listing opens no `attrib/*` file (it shows no attributes; an object has more than 30)
+/// and reads no ACL for the LUN links; reading the object or the targets whole does, which
+/// shows the watch sees these reads.
+#[test]
+fn listing_reads_neither_attributes_nor_acls() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let d = tmp();
+    let (cfs, _fake, so, tpg) = populated(d.path());
+    let opened = |dir: &Path| {
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).unwrap();
+        ino.add_watch(dir, AddWatchFlags::IN_OPEN | AddWatchFlags::IN_ACCESS)
+            .unwrap();
+        ino
+    };
+    let names = |ino: &Inotify| -> Vec<String> {
+        match ino.read_events() {
+            Ok(ev) => ev
+                .into_iter()
+                .map(|e| {
+                    e.name
+                        .map_or(".".into(), |n| n.to_string_lossy().into_owned())
+                })
+                .collect(),
+            Err(nix::errno::Errno::EAGAIN) => Vec::new(),
+            Err(e) => panic!("inotify: {e}"),
+        }
+    };
+    let attrib = opened(&so.path.join("attrib"));
+    let acl = opened(&tpg.join("acls/iqn.1993-08.org.debian:01:init1/lun_0"));
+
+    assert_eq!(cfs.storage_objects().unwrap(), vec![so.summary()]);
+    assert_eq!(cfs.lun_links().unwrap().len(), 1);
+    assert_eq!(names(&attrib), Vec::<String>::new());
+    assert_eq!(names(&acl), Vec::<String>::new());
+
+    assert_eq!(cfs.find_storage_object("block", "disk0").unwrap(), so);
+    assert!(names(&attrib).iter().any(|n| n == "block_size"));
+    assert_eq!(cfs.targets().unwrap()[0].tpgs[0].acls.len(), 1);
+    assert!(names(&acl).iter().any(|n| n == "write_protect"));
 }
 
 #[test]
@@ -914,7 +992,8 @@ fn a_second_fake_sees_the_same_tree() {
         std::sync::Arc::new(FakeFs::new()),
         cfs.lock_path().to_path_buf(),
     );
-    assert_eq!(again.storage_objects().unwrap(), vec![so.clone()]);
+    assert_eq!(again.storage_objects().unwrap(), vec![so.summary()]);
+    assert_eq!(again.find_storage_object("block", &so.name).unwrap(), so);
     let e = again.create_iblock(&spec("dup", "/dev/vda")).unwrap_err();
     assert!(
         matches!(e, Error::Io { .. }),

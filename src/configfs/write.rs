@@ -2,10 +2,10 @@
 //! Every name is validated before it becomes a path; every kernel change is logged once.
 
 use super::paths::{
-    child_links, entries, entries_or_empty, exists_nofollow, is_real_dir, link_target, read_attr,
-    split_hba, EntryKind, FABRIC_NON_TARGETS,
+    child_links, entries, entries_or_empty, exists_nofollow, is_real_dir, link_target,
+    mode_nofollow, read_attr, split_hba, EntryKind, FABRIC_NON_TARGETS,
 };
-use super::read::{exports_of, mapped_luns_of, read_storage_object};
+use super::read::{exports_of, locate_storage_object, mapped_luns_of, read_storage_object};
 use super::{ConfigFs, IblockSpec, StorageObject};
 use crate::error::{Error, Result};
 use crate::names::{validate_configfs_component, validate_object_name};
@@ -247,11 +247,7 @@ pub(super) fn create_iblock(cfs: &ConfigFs, spec: &IblockSpec) -> Result<Storage
     if !is_real_dir(&core) {
         return Err(missing_core(cfs, &element));
     }
-    if cfs
-        .storage_objects()?
-        .iter()
-        .any(|s| s.plugin == "block" && s.name == spec.name)
-    {
+    if locate_storage_object(cfs, "block", &spec.name)?.is_some() {
         return Err(Error::InUse(format!("{element} already exists")));
     }
     let hba = match &spec.hba {
@@ -313,7 +309,7 @@ fn write_attributes(
             tracing::warn!(attribute = %k, value = %v, "this kernel has no such attribute; skipped");
             continue;
         };
-        if e.kind != EntryKind::File || e.mode & 0o200 == 0 {
+        if e.kind != EntryKind::File || mode_nofollow(&dir.join(k)).is_none_or(|m| m & 0o200 == 0) {
             tracing::warn!(attribute = %k, value = %v, "attribute is read-only; skipped");
             continue;
         }
