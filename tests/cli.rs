@@ -321,3 +321,21 @@ fn serve_refuses_to_start_over_a_live_daemon() {
     assert!(t.socket.exists());
     assert_eq!(status(&run(&t.socket, &["jobs"])), 0);
 }
+
+#[test]
+fn restore_devices_without_state_does_nothing_and_a_bad_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("unused.sock");
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    // no state saved yet (a host that never adopted anything): nothing to do, no kernel needed
+    let o = run(&sock, &["restore-devices", "--state-dir", st]);
+    assert_eq!(status(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("0 re-created"), "{}", stdout(&o));
+    // a damaged state file is an error naming the file, not a silent empty restore
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.json"), b"{ not json").unwrap();
+    let o = run(&sock, &["restore-devices", "--state-dir", st]);
+    assert_eq!(status(&o), 1);
+    assert!(stderr(&o).contains("state.json"), "{}", stderr(&o));
+}

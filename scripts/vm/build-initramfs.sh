@@ -29,7 +29,7 @@ LIBDIR=lib/x86_64-linux-gnu
 MODULES="configfs target_core_mod target_core_iblock target_core_file target_core_pscsi
  target_core_user iscsi_target_mod
  dm-mod dm-mirror dm-log dm-region-hash dm-snapshot dm-bufio dm-zero dm-raid raid1 md-mod
- dm-flakey dm-delay loop
+ dm-flakey dm-delay loop ext4
  iscsi_tcp libiscsi libiscsi_tcp scsi_transport_iscsi sd_mod
  virtio_pci virtio_blk crc32c_generic crct10dif_generic 9p 9pnet_virtio"
 

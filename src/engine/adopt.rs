@@ -275,6 +275,16 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         move || dm.remove(&shim_c),
     )?;
     info!(element = %so.element(), device = %shim, "adopted");
+    match i.dm.disk_identity(&raw) {
+        Ok(id) if id.ids.is_empty() => warn!(
+            element = %so.element(),
+            device = %id.describe(),
+            "this disk has nothing that identifies it across a reboot (no serial, WWID, by-id \
+             link or device-mapper UUID): its device will not be re-created at boot"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(element = %so.element(), error = %e, "cannot read the disk's identity"),
+    }
     Ok(Backing {
         so: new_so,
         shim,

@@ -369,6 +369,14 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
             }
         }
     }
+    // the node LIO's saved configuration names (made here where no udev makes it)
+    for name in out.created.iter().chain(&out.degraded) {
+        if names::shim_object(name).is_some() {
+            if let Err(e) = dm.device_path(name) {
+                warn!(device = %name, error = %e, "no device node for a re-created shim");
+            }
+        }
+    }
     Ok(out)
 }
 

@@ -11,7 +11,9 @@
 #
 # Environment (all optional):
 #   E2E_DISKS      the scratch disks a scenario may use, space-separated (the test VM's
-#                  /dev/vda ... /dev/vdf); see `disk N`
+#                  disks with serials lr-disk0 ... lr-disk5, which are /dev/vda ... /dev/vdf
+#                  unless a reboot scenario's later boot reorders them); see `disk N`
+#   LIO_BOOT       which boot of a reboot scenario this is (1, 2, ...; set by the VM's init)
 #   INITIATOR      local (default: open-iscsi in this machine, via PORTAL_IP) or ssh:[USER@]HOST
 #                  (initiator commands run there through ssh; set PORTAL_IP to this target's
 #                  address on the network between the two; E2E_SSH_OPTS adds ssh options)
@@ -23,7 +25,26 @@
 #   IO_SLOTS, IO_OFFSET_MB   the background writer's area: IO_SLOTS (8) slots of 1 MiB from
 #                  IO_OFFSET_MB (0)
 
-E2E_DISKS=${E2E_DISKS:-/dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf}
+# by_serial SERIAL: the /dev/vdX whose virtio serial is SERIAL; 1 if none
+by_serial() {
+  for _e2e_s in /sys/block/vd*/serial; do
+    if [ ! -r "$_e2e_s" ] || [ "$(cat "$_e2e_s")" != "$1" ]; then continue; fi
+    _e2e_s=${_e2e_s%/serial}
+    echo "/dev/${_e2e_s##*/}"
+    return 0
+  done
+  return 1
+}
+if [ -z "${E2E_DISKS:-}" ]; then
+  if by_serial lr-disk0 > /dev/null; then
+    for _e2e_i in 0 1 2 3 4 5; do
+      E2E_DISKS="${E2E_DISKS:-}${E2E_DISKS:+ }$(by_serial "lr-disk$_e2e_i")"
+    done
+  else
+    E2E_DISKS="/dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf"
+  fi
+fi
+LIO_BOOT=${LIO_BOOT:-1}
 INITIATOR=${INITIATOR:-local}
 PORTAL_IP=${PORTAL_IP:-127.0.0.1}
 PORTAL_PORT=${PORTAL_PORT:-3260}
@@ -177,19 +198,30 @@ lio_delete() {
   return 0
 }
 
-# lio_export NAME IQN [LUN]: export storage object NAME as LUN (0) of target IQN, tpgt_1, portal
-# $PORTAL, demo mode (no ACLs, no authentication, writable), and enable the TPG
-lio_export() {
-  _e2e_so=$(lio_so "$1") || { fail "lio_export: no storage object $1"; return 1; }
-  _e2e_tpg=$LIO_ROOT/iscsi/$2/tpgt_1
-  _e2e_lun=$_e2e_tpg/lun/lun_${3:-0}
-  if ! { mkdir -p "$_e2e_lun" &&
-         ln -s "$_e2e_so" "$_e2e_lun/lnk_$1" &&
+# lio_tpg IQN: target IQN's tpgt_1 with portal $PORTAL in demo mode (no ACLs, no
+# authentication, writable), not enabled, no LUN; prints its directory
+lio_tpg() {
+  _e2e_tpg=$LIO_ROOT/iscsi/$1/tpgt_1
+  if ! { mkdir -p "$_e2e_tpg" &&
          { [ -d "$_e2e_tpg/np/$PORTAL" ] || mkdir "$_e2e_tpg/np/$PORTAL"; } &&
          echo 0 > "$_e2e_tpg/attrib/authentication" &&
          echo 1 > "$_e2e_tpg/attrib/generate_node_acls" &&
          echo 0 > "$_e2e_tpg/attrib/demo_mode_write_protect" &&
-         echo 1 > "$_e2e_tpg/attrib/cache_dynamic_acls" &&
+         echo 1 > "$_e2e_tpg/attrib/cache_dynamic_acls"; }; then
+    fail "lio_tpg $1: configfs refused"
+    return 1
+  fi
+  echo "$_e2e_tpg"
+}
+
+# lio_export NAME IQN [LUN]: export storage object NAME as LUN (0) of target IQN (lio_tpg),
+# and enable the TPG
+lio_export() {
+  _e2e_so=$(lio_so "$1") || { fail "lio_export: no storage object $1"; return 1; }
+  _e2e_tpg=$(lio_tpg "$2") || return 1
+  _e2e_lun=$_e2e_tpg/lun/lun_${3:-0}
+  if ! { mkdir -p "$_e2e_lun" &&
+         ln -s "$_e2e_so" "$_e2e_lun/lnk_$1" &&
          echo 1 > "$_e2e_tpg/enable"; }; then
     fail "lio_export $1 $2: configfs refused"
     return 1
