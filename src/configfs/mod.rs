@@ -254,6 +254,11 @@ impl ConfigFs {
     pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {
         read::exports_of(self, so)
     }
+    /// As [`ConfigFs::exports_of`], from targets already read with [`ConfigFs::targets`] (one
+    /// read of the fabric tree for many objects).
+    pub fn exports_in(targets: &[Target], so: &StorageObject) -> Vec<LunExport> {
+        read::exports_in(targets, so)
+    }
     /// Take rtslib's backstore lock.
     pub fn lock(&self) -> Result<BackstoreLock> {
         lock::lock(&self.lock_path)

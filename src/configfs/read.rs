@@ -558,9 +558,14 @@ fn read_mapped_lun(
 }
 
 pub(super) fn exports_of(cfs: &ConfigFs, so: &StorageObject) -> Result<Vec<LunExport>> {
+    Ok(exports_in(&targets(cfs)?, so))
+}
+
+/// The LUNs of `targets` (as [`targets`] read them) that export `so`.
+pub(super) fn exports_in(targets: &[Target], so: &StorageObject) -> Vec<LunExport> {
     let key = (so.hba.clone(), so.name.clone());
     let mut out = Vec::new();
-    for t in targets(cfs)? {
+    for t in targets {
         for tpg in &t.tpgs {
             for lun in tpg
                 .luns
@@ -589,7 +594,7 @@ pub(super) fn exports_of(cfs: &ConfigFs, so: &StorageObject) -> Result<Vec<LunEx
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// The TPG's mapped LUNs (in all its ACLs) that point at `tpg_lun`.

@@ -102,6 +102,8 @@ pub fn capture(
     let mut devices = Vec::new();
     let mut disks = BTreeMap::new();
     let mut objects = Vec::new();
+    // the fabric tree is read once, and only if some adopted object is in LIO
+    let mut targets = None;
     for d in dm.list()? {
         let table = dm.table(&d.name)?;
         for line in &table {
@@ -125,7 +127,10 @@ pub fn capture(
         });
         match live {
             Some(so) => {
-                let exports = cfs.exports_of(&so)?;
+                if targets.is_none() {
+                    targets = Some(cfs.targets()?);
+                }
+                let exports = ConfigFs::exports_in(targets.as_deref().unwrap_or_default(), &so);
                 objects.push(SavedObject { so, exports });
             }
             None => {
