@@ -33,7 +33,7 @@ use crate::service::{
     CopyType, JobView, MethodResult, RelationshipView, Service, StorageObjectView,
 };
 use relationship::Relationship;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -630,7 +630,13 @@ impl Service for Engine {
 
     fn storage_objects(&self) -> Result<Vec<StorageObjectView>> {
         let i = &*self.inner;
-        let targets = i.cfs.targets()?;
+        // one pass over the LUNs, their links only: (hba, name) -> the LUNs exporting it
+        let mut exports: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for l in i.cfs.lun_links()? {
+            let lun = format!("{}/{}/tpgt_{}/lun_{}", l.fabric, l.wwn, l.tpg_tag, l.lun);
+            exports.entry(l.storage_object).or_default().push(lun);
+        }
+        // our shims, listed once: object name -> the shim's major:minor
         let ours: BTreeMap<String, String> =
             i.dm.list()?
                 .into_iter()
@@ -639,51 +645,42 @@ impl Service for Engine {
                     Some((n, d.devno()))
                 })
                 .collect();
-        let rels = i.rels.lock().unwrap().clone();
-        // one pass over the LUNs: (hba, name) -> the LUNs exporting it
-        let mut exports: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for t in &targets {
-            for tpg in &t.tpgs {
-                for lun in &tpg.luns {
-                    if let Some(key) = &lun.storage_object {
-                        exports.entry(key.clone()).or_default().push(format!(
-                            "{}/{}/tpgt_{}/lun_{}",
-                            t.fabric, t.wwn, tpg.tag, lun.index
-                        ));
-                    }
-                }
+        // element -> the relationship it is part of (the first by id, should there be two)
+        let mut rel_of: HashMap<String, String> = HashMap::new();
+        for r in i.rels.lock().unwrap().values() {
+            for el in [&r.source, &r.target] {
+                rel_of.entry(el.clone()).or_insert_with(|| r.id.clone());
             }
         }
-        Ok(i.cfs
-            .storage_objects()?
-            .into_iter()
-            .map(|so| {
-                let exported_by = exports
-                    .remove(&(so.hba.clone(), so.name.clone()))
-                    .unwrap_or_default();
-                let adopted = so.plugin == "block"
-                    && ours.get(&so.name).is_some_and(|devno| {
-                        so.udev_path.as_ref().is_some_and(|p| {
-                            i.dm.devno_of(std::path::Path::new(p)).ok().as_ref() == Some(devno)
-                        })
-                    });
-                let el = so.element();
-                let relationship = rels
-                    .values()
-                    .find(|r| r.source == el || r.target == el)
-                    .map(|r| r.id.clone());
-                let size_bytes = so.size_bytes.or_else(|| {
-                    so.udev_path.as_ref().and_then(|p| {
-                        i.dm.size_sectors(std::path::Path::new(p))
-                            .ok()
-                            .map(|s| s * 512)
-                    })
+        let objects = i.cfs.storage_objects()?;
+        // what only the block device tells: an iblock object's size (an open and an ioctl
+        // each, so on several threads), and for an object named like one of our shims
+        // whether it runs on it
+        let from_device = crate::par::map(&objects, 64, |so| {
+            let dev = so.udev_path.as_deref().map(std::path::Path::new);
+            let size_bytes = so
+                .size_bytes
+                .or_else(|| dev.and_then(|p| i.dm.size_sectors(p).ok()).map(|s| s * 512));
+            let adopted = so.plugin == "block"
+                && ours.get(&so.name).is_some_and(|devno| {
+                    dev.is_some_and(|p| i.dm.devno_of(p).ok().as_ref() == Some(devno))
                 });
+            (size_bytes, adopted)
+        });
+        Ok(objects
+            .into_iter()
+            .zip(from_device)
+            .map(|(so, (size_bytes, adopted))| {
+                let element = so.element();
+                let relationship = rel_of.get(&element).cloned();
+                let key = (so.hba, so.name);
+                let exported_by = exports.remove(&key).unwrap_or_default();
+                let (hba, name) = key;
                 StorageObjectView {
-                    element: el,
+                    element,
                     plugin: so.plugin,
-                    name: so.name,
-                    hba: so.hba,
+                    name,
+                    hba,
                     device: so.udev_path,
                     size_bytes,
                     wwn: so.wwn,

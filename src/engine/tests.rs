@@ -1087,3 +1087,41 @@ fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
         Err(Error::NotFound(_))
     ));
 }
+
+/// Enough objects that the listing is read on several threads: every object once, ordered by
+/// HBA index (iblock_2 before iblock_10, unlike the directory's order), each with its own
+/// size, exports and adoption.
+#[test]
+fn storage_objects_of_a_big_tree() {
+    let n = 150;
+    let sizes: Vec<u64> = (0..n).map(|k| 4096 + k as u64).collect();
+    let w = World::new(&sizes);
+    for k in 0..n {
+        w.iblock(&format!("o{k}"), k);
+    }
+    let mut exports = BTreeMap::new();
+    for k in (0..n).step_by(7) {
+        let iqn = format!("iqn.2003-01.org.example:t{}", k % 3);
+        let tpg = w.cfs.create_tpg("iscsi", &iqn, 1).unwrap();
+        let so = w
+            .cfs
+            .find_storage_object("block", &format!("o{k}"))
+            .unwrap();
+        w.cfs.create_lun(&tpg, k as u64, &so, "l").unwrap();
+        exports.insert(k, vec![format!("iscsi/{iqn}/tpgt_1/lun_{k}")]);
+    }
+    assert_eq!(w.engine.adopt("block/o42").return_value, 0);
+
+    let views = w.engine.storage_objects().unwrap();
+    assert_eq!(
+        views.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+        (0..n).map(|k| format!("o{k}")).collect::<Vec<_>>()
+    );
+    for (k, v) in views.iter().enumerate() {
+        assert_eq!(v.hba, format!("iblock_{k}"));
+        assert_eq!(v.size_bytes, Some(sizes[k] * 512), "{v:?}");
+        assert_eq!(v.adopted, k == 42, "{v:?}");
+        assert_eq!(v.exported_by, exports.get(&k).cloned().unwrap_or_default());
+        assert_eq!(v.relationship, None);
+    }
+}
