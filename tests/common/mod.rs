@@ -304,6 +304,21 @@ impl Raw {
         self.send(line);
         self.recv().expect("an answer")
     }
+
+    /// As `call`, but `None` when the server closed the connection first (it may answer a
+    /// refused connection and close it before the request is even written).
+    pub fn try_call(&mut self, line: &str) -> Option<Value> {
+        let sent = self
+            .stream
+            .write_all(line.as_bytes())
+            .and_then(|_| self.stream.write_all(b"\n"));
+        let _ = sent; // a refused connection may still have its answer to read
+        let mut answer = String::new();
+        match self.reader.read_line(&mut answer) {
+            Ok(n) if n > 0 => serde_json::from_str(&answer).ok(),
+            _ => None,
+        }
+    }
 }
 
 pub fn error_code(v: &Value) -> i64 {
