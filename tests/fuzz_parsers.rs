@@ -632,7 +632,7 @@ fn hostile_token() -> impl Strategy<Value = String> {
             "9223372036854775808", "18446744073709551615", "18446744073709551616",
             "1000000000000", "99999999999999999999999", "0/0", "1/0", "18446744073709551615/1",
             "/", "1/", "/1", "-", "A", "AA", "AD-", "core", "disk", "nosync", "sync",
-            "handle_errors", "keep_log", "raid1", "rebuild", "write_mostly", "max_write_behind",
+            "handle_errors", "keep_log", "raid1", "rebuild", "write_mostly", "max_write_behind", "max_recovery_rate",
             "region_size", "P", "N", "PO", "Invalid", "Merge", "failed", "linear", "mirror",
             "raid", "snapshot", "snapshot-origin", "zero", "error", "\u{a0}", "é", "\u{0}",
         ])
@@ -919,6 +919,7 @@ fn target() -> impl Strategy<Value = Target> {
             prop::collection::vec(0usize..8, 0..3),
             prop::collection::vec(0usize..8, 0..3),
             prop::option::of(any::<u32>()),
+            prop::option::of(any::<u64>()),
             prop::collection::vec(
                 (
                     prop::option::of(dev()),
@@ -929,13 +930,22 @@ fn target() -> impl Strategy<Value = Target> {
             ),
         )
             .prop_map(
-                |(region_size, nosync, rebuild, write_mostly, max_write_behind, devices)| {
+                |(
+                    region_size,
+                    nosync,
+                    rebuild,
+                    write_mostly,
+                    max_write_behind,
+                    max_recovery_rate,
+                    devices,
+                )| {
                     Target::Raid(RaidParams {
                         region_size,
                         nosync,
                         rebuild,
                         write_mostly,
                         max_write_behind,
+                        max_recovery_rate,
                         devices,
                     })
                 }

@@ -1416,6 +1416,7 @@ mod tests {
                 rebuild,
                 write_mostly: vec![1],
                 max_write_behind: Some(513),
+                max_recovery_rate: None,
                 devices: vec![
                     RaidDevice {
                         meta: None,

@@ -56,8 +56,9 @@ pub struct MirrorParams {
 
 /// `raid raid1 <#params> 0 [region_size N] [nosync] [rebuild I].. [write_mostly I].. [max_write_behind N] <#devs> <meta|-> <data>...`
 ///
-/// Printed in the kernel's order: `nosync`, `rebuild`, `write_mostly`, `max_write_behind`,
-/// `region_size`. `max_write_behind` is in sectors, as the constructor takes it.
+/// Printed in the kernel's order: `nosync`, `rebuild`, `max_recovery_rate`, `write_mostly`,
+/// `max_write_behind`, `region_size`. `max_write_behind` is in sectors, as the constructor
+/// takes it; `max_recovery_rate` in KiB/s per device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaidParams {
     pub region_size: Option<u64>,
@@ -65,6 +66,7 @@ pub struct RaidParams {
     pub rebuild: Vec<usize>,
     pub write_mostly: Vec<usize>,
     pub max_write_behind: Option<u32>,
+    pub max_recovery_rate: Option<u64>,
     pub devices: Vec<RaidDevice>,
 }
 
@@ -524,7 +526,6 @@ impl FromStr for MirrorParams {
 const RAID_OTHER_VALUED: &[&str] = &[
     "daemon_sleep",
     "min_recovery_rate",
-    "max_recovery_rate",
     "stripe_cache",
     "raid10_copies",
     "raid10_format",
@@ -541,6 +542,7 @@ impl RaidParams {
             + 2 * self.rebuild.len()
             + 2 * self.write_mostly.len()
             + 2 * usize::from(self.max_write_behind.is_some())
+            + 2 * usize::from(self.max_recovery_rate.is_some())
             + 2 * usize::from(self.region_size.is_some())
     }
 
@@ -553,7 +555,7 @@ impl RaidParams {
                 "raid table",
                 "raid params",
                 format!(
-                    "only raid1 with region_size/nosync/rebuild/write_mostly/max_write_behind is supported: {params:?}"
+                    "only raid1 with region_size/nosync/rebuild/write_mostly/max_write_behind/max_recovery_rate is supported: {params:?}"
                 ),
             )
         })
@@ -577,6 +579,7 @@ impl RaidParams {
             rebuild: Vec::new(),
             write_mostly: Vec::new(),
             max_write_behind: None,
+            max_recovery_rate: None,
             devices: Vec::new(),
         };
         let mut expressible = true;
@@ -600,6 +603,9 @@ impl RaidParams {
                         "write_mostly" => p.write_mostly.push(t.num("write_mostly index")?),
                         "max_write_behind" => p.max_write_behind = Some(t.num("max_write_behind")?),
                         "region_size" => p.region_size = Some(t.num("region_size")?),
+                        "max_recovery_rate" => {
+                            p.max_recovery_rate = Some(t.num("max_recovery_rate")?)
+                        }
                         k if RAID_OTHER_VALUED.contains(&k) => {
                             t.next(k)?;
                             expressible = false;
@@ -636,6 +642,9 @@ impl fmt::Display for RaidParams {
         }
         for i in &self.rebuild {
             write!(f, " rebuild {i}")?;
+        }
+        if let Some(n) = self.max_recovery_rate {
+            write!(f, " max_recovery_rate {n}")?;
         }
         for i in &self.write_mostly {
             write!(f, " write_mostly {i}")?;
@@ -821,6 +830,7 @@ mod tests {
                     rebuild: vec![1],
                     write_mostly: vec![1],
                     max_write_behind: Some(8192),
+                    max_recovery_rate: None,
                     devices: vec![
                         RaidDevice {
                             meta: Some("253:3".into()),
@@ -842,6 +852,7 @@ mod tests {
                     rebuild: vec![],
                     write_mostly: vec![],
                     max_write_behind: None,
+                    max_recovery_rate: None,
                     devices: vec![
                         RaidDevice {
                             meta: None,

@@ -171,6 +171,12 @@ pub(crate) fn mirror_table(i: &Inner, rel: &Relationship) -> Vec<TableLine> {
     }]
 }
 
+/// dm-raid `max_recovery_rate` (KiB/s per device) for Async copies: md's global default
+/// (`speed_limit_max`, 200 MB/s) would otherwise cap every initial copy and resync. md still
+/// slows a resync down to `speed_limit_min` while the array serves other I/O, so initiators
+/// keep their priority.
+const RAID_MAX_RECOVERY_KIB: u64 = 4_000_000;
+
 pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Vec<TableLine> {
     let [m0, m1] = meta;
     vec![TableLine {
@@ -182,6 +188,7 @@ pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Ve
             rebuild: vec![1],
             write_mostly: vec![1],
             max_write_behind: Some(i.opts.max_write_behind),
+            max_recovery_rate: Some(RAID_MAX_RECOVERY_KIB),
             devices: vec![
                 RaidDevice {
                     meta: Some(m0),
