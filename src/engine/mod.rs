@@ -66,7 +66,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// How long RequestStateChange waits for a job to stop.
     pub stop_wait: Duration,
-    /// Mirror region size, sectors.
+    /// Mirror region size, sectors (2 MiB, as LVM's raid_region_size: dm-mirror copies one
+    /// region at a time, so small regions make a slow resync; a write to the region being
+    /// copied waits for it).
     pub mirror_region: u64,
     /// Snapshot chunk size, sectors.
     pub snapshot_chunk: u64,
@@ -87,7 +89,7 @@ impl Default for Options {
             suspend_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             stop_wait: Duration::from_secs(60),
-            mirror_region: 1024,
+            mirror_region: 4096,
             snapshot_chunk: 8,
             raid_meta_sectors: 8192,
             max_write_behind: 512,

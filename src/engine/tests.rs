@@ -150,7 +150,7 @@ fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
     // the tables, and the order of the kernel changes
     let t = w.table_of("so-src");
     assert!(
-        t.contains("mirror core 1 1024 2 8:0 0 8:16 0 1 handle_errors"),
+        t.contains("mirror core 1 4096 2 8:0 0 8:16 0 1 handle_errors"),
         "{t}"
     );
     assert!(w.table_of("so-tgt").contains("linear 8:16 0"));
@@ -920,7 +920,7 @@ fn resync_of_a_mirror_still_holding_a_failed_leg() {
             "Resume ".to_string(),
             "Suspend flush".to_string(),
             format!(
-                "Load 0 {} mirror core 1 1024 2 8:0 0 8:16 0 1 handle_errors",
+                "Load 0 {} mirror core 1 4096 2 8:0 0 8:16 0 1 handle_errors",
                 64 * MB
             ),
             "Resume ".to_string(),

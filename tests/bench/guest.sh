@@ -126,7 +126,7 @@ part_copy() {
     check 'same_head "$C_SRC" "$C_TGT"' "clone round $r: target head == source head"
     # the kernel's own mirror, same disks: with the product's region size, and with 8 MiB
     fill_random "$C_TGT" 8
-    bench "copy.kmirror.$r" "$(kmirror 1024)"
+    bench "copy.kmirror.$r" "$(kmirror 4096)"
     check 'same_head "$C_SRC" "$C_TGT"' "kernel mirror round $r: target head == source head"
     bench "copy.kmirror8m.$r" "$(kmirror 16384)"
     r=$((r + 1))
