@@ -532,7 +532,8 @@ fn serve_connection(stream: UnixStream, service: &dyn Service, max_line: usize) 
             Line::Data => protocol::handle_line(service, &buf),
         };
         if let Some(resp) = response {
-            let mut out = resp.to_string().into_bytes();
+            // to_vec, not Display: a listing of 10,000 objects is megabytes
+            let mut out = serde_json::to_vec(&resp)?;
             out.push(b'\n');
             writer.write_all(&out)?;
         }
