@@ -137,6 +137,7 @@ fn rebuild_on<'a>(
             new_dev: if to_shim { String::new() } else { new_dev()? },
             to_shim,
             exports: exports.clone(),
+            boot_id: Some(i.boot_id.clone()),
         },
     )?;
     let out = Plan::new(what).run(|p| {

@@ -26,6 +26,9 @@ pub enum Intent {
         /// true: onto our shim (adopt); false: back to the raw device (release)
         to_shim: bool,
         exports: Vec<LunExport>,
+        /// The boot it was written in: after a reboot a device path may name another disk.
+        #[serde(default)]
+        boot_id: Option<String>,
     },
     /// An AttachReplica of `source` (storage object name) in progress.
     Attach { source: String, copy_type: u16 },
@@ -177,16 +180,27 @@ pub(crate) fn crash_point(desc: &str) {
 fn recover_rebuild(
     i: &Inner,
     so: &StorageObject,
-    old_dev: &str,
-    new_dev: &str,
+    (old_dev, new_dev): (&str, &str),
     to_shim: bool,
     exports: &[LunExport],
+    boot_id: Option<&str>,
 ) -> Result<()> {
     let cfs = &i.cfs;
     let shim = names::shim(&so.name)?;
     let shim_info = i.dm.info(&shim)?;
     let cur = match cfs.find_storage_object("block", &so.name) {
         Ok(cur) => cur,
+        Err(Error::NotFound(_))
+            if boot_id.is_some_and(|b| b != i.boot_id) && !(to_shim && shim_info.is_some()) =>
+        {
+            // its device paths are of another boot: /dev/sdb may be another disk now
+            return Err(Error::Other(format!(
+                "{} was being re-created when the host went down, and its device paths are \
+                 of that boot; re-create it by hand (it was on {old_dev}, with serial {})",
+                so.element(),
+                so.wwn.as_deref().unwrap_or("none")
+            )));
+        }
         Err(Error::NotFound(_)) => {
             let _lock = cfs.lock()?;
             let dev = if to_shim && shim_info.is_some() {
@@ -313,7 +327,15 @@ pub(crate) fn recover(e: &Engine) -> Result<()> {
                 new_dev,
                 to_shim,
                 exports,
-            } => recover_rebuild(i, so, old_dev, new_dev, *to_shim, exports),
+                boot_id,
+            } => recover_rebuild(
+                i,
+                so,
+                (old_dev, new_dev),
+                *to_shim,
+                exports,
+                boot_id.as_deref(),
+            ),
             Intent::Attach { source, .. } => recover_attach(e, source),
         };
         match r {

@@ -1125,3 +1125,50 @@ fn storage_objects_of_a_big_tree() {
         assert_eq!(v.relationship, None);
     }
 }
+
+#[test]
+fn an_interrupted_rebuild_of_another_boot_is_not_redone_on_a_device_path() {
+    let w = World::new(&[64 * MB]);
+    let so = w.iblock("src", 0);
+    // a release was under way when the host went down: the object was deleted, the record
+    // names the raw device by the path it had in that boot
+    let journal = journal::Journal::new(Some(w.dir.path().join("state")));
+    let rec = journal::Intent::Rebuild {
+        so: Box::new(so.clone()),
+        old_dev: "/dev/dm-7".into(),
+        new_dev: w.disk(0).display().to_string(),
+        to_shim: false,
+        exports: vec![],
+        boot_id: Some("an-earlier-boot".into()),
+    };
+    let _left = journal.record("rebuild", "src", &rec).unwrap();
+    std::fs::remove_dir_all(so.path.parent().unwrap()).unwrap();
+    let e = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
+    assert!(matches!(
+        w.cfs.find_storage_object("block", "src"),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        journal.pending().len(),
+        1,
+        "the record stays for the operator"
+    );
+    drop(e);
+    // the same record written in this boot is finished: the object comes back on the disk
+    let this_boot = journal::Intent::Rebuild {
+        so: Box::new(so.clone()),
+        old_dev: "/dev/dm-7".into(),
+        new_dev: w.disk(0).display().to_string(),
+        to_shim: false,
+        exports: vec![],
+        boot_id: Some(state::current_boot_id()),
+    };
+    for (path, _) in journal.pending() {
+        std::fs::remove_file(path).unwrap();
+    }
+    let _left = journal.record("rebuild", "src", &this_boot).unwrap();
+    let _e = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
+    let back = w.cfs.find_storage_object("block", "src").unwrap();
+    assert_eq!(back.wwn, so.wwn);
+    assert!(journal.pending().is_empty());
+}
