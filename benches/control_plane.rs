@@ -511,7 +511,7 @@ fn main() {
         let full = cfs
             .find_storage_object("block", "bench42")
             .expect("bench42 read whole");
-        assert_eq!(full.summary(), *so);
+        assert_eq!(full.summary.clone(), *so);
         assert_eq!(
             cfs.exports_of(&full).expect("exports_of").len(),
             usize::from(exported)

@@ -54,7 +54,7 @@ fn ghost(w: &World, disk: usize) -> PathBuf {
             attributes: BTreeMap::new(),
         })
         .unwrap();
-    so.path
+    so.summary.path
 }
 
 /// The state to compare against after an operation.

@@ -36,43 +36,21 @@ pub trait FsOps: Send + Sync {
 /// The real kernel: plain syscalls.
 pub struct RealFs;
 
+/// A storage object read whole: what a listing shows ([`StorageObjectSummary`], reached
+/// through `Deref`) and its attributes, which re-creating it needs. Serialized flat, as one
+/// object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StorageObject {
-    /// targetcli's name of the plugin: block, fileio, ramdisk, pscsi, user
-    pub plugin: String,
-    /// HBA directory, e.g. `iblock_0`
-    pub hba: String,
-    pub name: String,
-    /// `udev_path` (empty -> None)
-    pub udev_path: Option<String>,
-    pub size_bytes: Option<u64>,
-    /// The unit serial (value of `wwn/vpd_unit_serial` without its label)
-    pub wwn: Option<String>,
-    pub enabled: bool,
-    pub readonly: bool,
+    #[serde(flatten)]
+    pub summary: StorageObjectSummary,
     /// `attrib/*` that are writable and readable
     pub attributes: BTreeMap<String, String>,
-    pub path: PathBuf,
 }
 
-impl StorageObject {
-    pub fn element(&self) -> String {
-        format!("/backstores/{}/{}", self.plugin, self.name)
-    }
-
-    /// All of it but the attributes.
-    pub fn summary(&self) -> StorageObjectSummary {
-        StorageObjectSummary {
-            plugin: self.plugin.clone(),
-            hba: self.hba.clone(),
-            name: self.name.clone(),
-            udev_path: self.udev_path.clone(),
-            size_bytes: self.size_bytes,
-            wwn: self.wwn.clone(),
-            enabled: self.enabled,
-            readonly: self.readonly,
-            path: self.path.clone(),
-        }
+impl std::ops::Deref for StorageObject {
+    type Target = StorageObjectSummary;
+    fn deref(&self) -> &StorageObjectSummary {
+        &self.summary
     }
 }
 

@@ -231,16 +231,8 @@ pub(super) fn read_storage_object(
         None => BTreeMap::new(),
     };
     StorageObject {
-        plugin: s.plugin,
-        hba: s.hba,
-        name: s.name,
-        udev_path: s.udev_path,
-        size_bytes: s.size_bytes,
-        wwn: s.wwn,
-        enabled: s.enabled,
-        readonly: s.readonly,
+        summary: s,
         attributes,
-        path: s.path,
     }
 }
 

@@ -152,7 +152,12 @@ fn reads_a_tree_built_like_the_kernels() {
     assert_eq!(so.path, b);
     // the object read whole: the same, and its read-write attributes
     let full = cfs.find_storage_object("block", "disk0").unwrap();
-    assert_eq!(full.summary(), *so);
+    assert_eq!(full.summary, *so);
+    // saved (state, intent records) as one flat object, as before the two were split
+    let json = serde_json::to_value(&full).unwrap();
+    assert_eq!(json["name"], "disk0");
+    assert!(json.get("summary").is_none() && json["attributes"].is_object());
+    assert_eq!(serde_json::from_value::<StorageObject>(json).unwrap(), full);
     assert_eq!(
         full.attributes.get("block_size").map(String::as_str),
         Some("512")
@@ -246,7 +251,8 @@ fn reads_every_plugin_and_skips_non_hba_entries() {
             .map(|s| cfs
                 .find_storage_object(&s.plugin, &s.name)
                 .unwrap()
-                .summary())
+                .summary
+                .clone())
             .collect::<Vec<_>>(),
         sos
     );
@@ -597,7 +603,7 @@ fn hostile_names_are_refused_before_any_write() {
         );
     }
     let mut evil = so.clone();
-    evil.name = "../../iscsi".into();
+    evil.summary.name = "../../iscsi".into();
     assert!(matches!(
         cfs.create_lun(&tpg, 3, &evil, "l"),
         Err(Error::Invalid(_))
@@ -690,7 +696,7 @@ fn planted_symlinks_are_not_followed() {
     assert_eq!(luns[1].storage_object, None);
     assert_eq!(luns[2].storage_object, None);
     let disk0 = cfs.find_storage_object("block", "disk0").unwrap();
-    assert_eq!(disk0.summary(), sos[0]);
+    assert_eq!(disk0.summary.clone(), sos[0]);
     assert_eq!(cfs.exports_of(&disk0).unwrap().len(), 1);
 }
 
@@ -797,7 +803,7 @@ fn listing_reads_neither_attributes_nor_acls() {
     let attrib = opened(&so.path.join("attrib"));
     let acl = opened(&tpg.join("acls/iqn.1993-08.org.debian:01:init1/lun_0"));
 
-    assert_eq!(cfs.storage_objects().unwrap(), vec![so.summary()]);
+    assert_eq!(cfs.storage_objects().unwrap(), vec![so.summary.clone()]);
     assert_eq!(cfs.lun_links().unwrap().len(), 1);
     assert_eq!(names(&attrib), Vec::<String>::new());
     assert_eq!(names(&acl), Vec::<String>::new());
@@ -992,7 +998,7 @@ fn a_second_fake_sees_the_same_tree() {
         std::sync::Arc::new(FakeFs::new()),
         cfs.lock_path().to_path_buf(),
     );
-    assert_eq!(again.storage_objects().unwrap(), vec![so.summary()]);
+    assert_eq!(again.storage_objects().unwrap(), vec![so.summary.clone()]);
     assert_eq!(again.find_storage_object("block", &so.name).unwrap(), so);
     let e = again.create_iblock(&spec("dup", "/dev/vda")).unwrap_err();
     assert!(
