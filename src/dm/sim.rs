@@ -355,10 +355,7 @@ impl SimDm {
     /// Complete every running sync of `name` at once (raising its event).
     pub fn finish_sync(&self, name: &DmName) -> Result<()> {
         let mut s = self.lock();
-        let dev = s
-            .devices
-            .get_mut(name.as_str())
-            .ok_or_else(|| Error::NotFound(format!("sim device {name}")))?;
+        let dev = s.sim_device(name)?;
         advance(dev, SyncStep::Percent(100), true);
         Ok(())
     }
@@ -382,6 +379,18 @@ impl SimDm {
         s.fail_at = (n > 0).then(|| s.mutating + n);
     }
 
+    /// Every device with its suspended flag and live table, one line each, sorted: for
+    /// comparing the simulated kernel's state before and after an operation.
+    pub fn listing(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for d in self.list()? {
+            let t = self.table(&d.name)?;
+            out.push(format!("{} {} {:?}", d.name, d.suspended, t));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// How many mutating calls were made so far (failed ones included).
     pub fn mutating_call_count(&self) -> u64 {
         self.lock().mutating
@@ -397,10 +406,7 @@ impl SimDm {
     /// Mark leg `leg` of the first mirror/raid1 line of `name` dead (`D`) and raise an event.
     pub fn set_leg_failed(&self, name: &DmName, leg: usize) -> Result<()> {
         let mut s = self.lock();
-        let dev = s
-            .devices
-            .get_mut(name.as_str())
-            .ok_or_else(|| Error::NotFound(format!("sim device {name}")))?;
+        let dev = s.sim_device(name)?;
         let p = dev
             .live
             .iter_mut()
@@ -423,10 +429,7 @@ impl SimDm {
     /// the store, the snapshot becomes `Invalid` (an event is raised), as on the kernel.
     pub fn set_snapshot_usage(&self, name: &DmName, data_sectors: u64) -> Result<()> {
         let mut s = self.lock();
-        let dev = s
-            .devices
-            .get_mut(name.as_str())
-            .ok_or_else(|| Error::NotFound(format!("sim device {name}")))?;
+        let dev = s.sim_device(name)?;
         let p = first_snap(dev)
             .ok_or_else(|| Error::Invalid(format!("sim device {name} has no snapshot")))?;
         p.data = data_sectors;
@@ -442,10 +445,7 @@ impl SimDm {
     /// `Active`).
     pub fn set_snapshot_status(&self, name: &DmName, status: SnapshotStatus) -> Result<()> {
         let mut s = self.lock();
-        let dev = s
-            .devices
-            .get_mut(name.as_str())
-            .ok_or_else(|| Error::NotFound(format!("sim device {name}")))?;
+        let dev = s.sim_device(name)?;
         let p = first_snap(dev)
             .ok_or_else(|| Error::Invalid(format!("sim device {name} has no snapshot")))?;
         let bump = !status.is_valid();
@@ -1029,6 +1029,13 @@ impl State {
             dev.live = lives;
             dev.live_deps = table.deps;
         }
+    }
+
+    /// A device for the simulator's own controls (not a kernel call: no errno).
+    fn sim_device(&mut self, name: &DmName) -> Result<&mut Device> {
+        self.devices
+            .get_mut(name.as_str())
+            .ok_or_else(|| Error::NotFound(format!("sim device {name}")))
     }
 
     fn device_mut(&mut self, op: &str, name: &DmName) -> Result<&mut Device> {

@@ -95,18 +95,7 @@ impl World {
 
     /// The whole observable state: the configfs tree and every dm device with its table.
     fn state(&self) -> (Vec<String>, Vec<String>) {
-        let mut dm: Vec<String> = self
-            .sim
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|d| {
-                let t = self.sim.table(&d.name).unwrap();
-                format!("{} {} {:?}", d.name, d.suspended, t)
-            })
-            .collect();
-        dm.sort();
-        (tree_listing(self.cfs.root()), dm)
+        (tree_listing(self.cfs.root()), self.sim.listing().unwrap())
     }
 
     fn attach(&self, s: &str, t: &str, ct: u16) -> MethodResult {

@@ -10,7 +10,7 @@
 
 use lio_replica::configfs::fake::{tree_listing, FakeFs};
 use lio_replica::configfs::{ConfigFs, FsOps, IblockSpec, StorageObject};
-use lio_replica::dm::{DmBackend, SimDm};
+use lio_replica::dm::SimDm;
 use lio_replica::engine::{Engine, Options};
 use std::collections::BTreeMap;
 use std::io;
@@ -215,17 +215,6 @@ impl World {
 
     /// The configfs tree and every dm device with its live table, sorted.
     pub fn state(&self) -> (Vec<String>, Vec<String>) {
-        let mut dm: Vec<String> = self
-            .sim
-            .list()
-            .unwrap()
-            .into_iter()
-            .map(|d| {
-                let t = self.sim.table(&d.name).unwrap();
-                format!("{} {} {:?}", d.name, d.suspended, t)
-            })
-            .collect();
-        dm.sort();
-        (tree_listing(self.cfs.root()), dm)
+        (tree_listing(self.cfs.root()), self.sim.listing().unwrap())
     }
 }
