@@ -68,6 +68,11 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
     })
 }
 
+/// Whether a storage object whose device is `udev_path` runs on the block device `devno`.
+pub(crate) fn runs_on(dm: &dyn crate::dm::DmBackend, udev_path: Option<&str>, devno: &str) -> bool {
+    udev_path.is_some_and(|p| dm.devno_of(std::path::Path::new(p)).ok().as_deref() == Some(devno))
+}
+
 /// If `el` is already served through its shim, describe it.
 pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
     let shim = names::shim(&el.so.name)?;
@@ -79,7 +84,7 @@ pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
         i.dm.device_path(&shim)
             .map(|p| p.to_string_lossy() == udev)
             .unwrap_or(false)
-            || i.dm.devno_of(std::path::Path::new(&udev)).ok() == Some(info.devno());
+            || runs_on(&*i.dm, Some(&udev), &info.devno());
     if on_shim {
         return Ok(Some(Backing {
             so: el.so.clone(),
@@ -91,10 +96,7 @@ pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
     // A shim of ours that nothing uses, left by an interrupted adoption: remove it if it sits
     // on the very device the backstore uses now; otherwise refuse to guess.
     let raw = raw_under(i, &shim).ok();
-    if info.open_count == 0
-        && raw.is_some()
-        && raw == i.dm.devno_of(std::path::Path::new(&udev)).ok()
-    {
+    if info.open_count == 0 && raw.is_some_and(|r| runs_on(&*i.dm, Some(&udev), &r)) {
         warn!(device = %shim, "removing an unused shim left by an interrupted adoption");
         i.dm.remove(&shim)?;
         info!(device = %shim, "removed device");

@@ -664,9 +664,9 @@ impl Service for Engine {
                 .size_bytes
                 .or_else(|| dev.and_then(|p| i.dm.size_sectors(p).ok()).map(|s| s * 512));
             let adopted = so.plugin == "block"
-                && ours.get(&so.name).is_some_and(|devno| {
-                    dev.is_some_and(|p| i.dm.devno_of(p).ok().as_ref() == Some(devno))
-                });
+                && ours
+                    .get(&so.name)
+                    .is_some_and(|devno| adopt::runs_on(&*i.dm, so.udev_path.as_deref(), devno));
             (size_bytes, adopted)
         });
         Ok(objects

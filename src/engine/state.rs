@@ -24,7 +24,7 @@ use crate::configfs::{ConfigFs, LunExport, StorageObject};
 use crate::dm::{DiskIdentity, DmBackend, DmName, TableLine, Target, NAME_PREFIX, UUID_PREFIX};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -120,11 +120,10 @@ pub fn capture(
         let Some(obj) = names::shim_object(&d.name) else {
             continue;
         };
-        let live = cfs.find_storage_object("block", &obj).ok().filter(|so| {
-            so.udev_path.as_ref().is_some_and(|p| {
-                dm.devno_of(Path::new(p)).ok().as_deref() == Some(d.devno().as_str())
-            })
-        });
+        let live = cfs
+            .find_storage_object("block", &obj)
+            .ok()
+            .filter(|so| adopt::runs_on(dm, so.udev_path.as_deref(), &d.devno()));
         match live {
             Some(so) => {
                 if targets.is_none() {
@@ -298,7 +297,9 @@ fn source_alone(table: &[TableLine]) -> Option<Vec<TableLine>> {
 /// Re-create every saved device that does not exist, ours referring to ours after them.
 pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> {
     let mut out = Restored::default();
-    let mut todo: Vec<(&SavedDevice, Vec<TableLine>)> = Vec::new();
+    // every saved table parsed once; `todo`: the devices still to make, in saved order
+    let mut tables: BTreeMap<&DmName, Vec<TableLine>> = BTreeMap::new();
+    let mut todo: Vec<&DmName> = Vec::new();
     for d in &st.devices {
         if dm.info(&d.name)?.is_some() {
             out.present.push(d.name.clone());
@@ -306,43 +307,43 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
         }
         let table: Result<Vec<TableLine>> = d.table.iter().map(|l| TableLine::parse(l)).collect();
         match table {
-            Ok(t) => todo.push((d, t)),
+            Ok(t) => {
+                tables.insert(&d.name, t);
+                todo.push(&d.name);
+            }
             Err(e) => out
                 .failed
                 .push((d.name.clone(), format!("saved table: {e}"))),
         }
     }
-    let failed_names = |out: &Restored| -> BTreeSet<DmName> {
-        out.failed.iter().map(|(n, _)| n.clone()).collect()
-    };
     loop {
         let mut progress = false;
         let mut waiting = Vec::new();
-        for (d, table) in std::mem::take(&mut todo) {
-            match map_table(dm, st, &table) {
+        for name in std::mem::take(&mut todo) {
+            match map_table(dm, st, &tables[name]) {
                 Ok(mapped) => {
-                    dm.create(&d.name, &mapped)?;
-                    info!(device = %d.name, table = %crate::dm::format_table(&mapped).trim_end(), "re-created device");
-                    out.created.push(d.name.clone());
+                    dm.create(name, &mapped)?;
+                    info!(device = %name, table = %crate::dm::format_table(&mapped).trim_end(), "re-created device");
+                    out.created.push(name.clone());
                     progress = true;
                 }
-                Err((Some(own), why)) if !failed_names(&out).contains(&own) => {
-                    waiting.push((d, table, why));
+                Err((Some(own), _)) if !out.failed.iter().any(|(n, _)| *n == own) => {
+                    waiting.push(name);
                 }
                 Err((_, why)) => {
-                    out.failed.push((d.name.clone(), why));
+                    out.failed.push((name.clone(), why));
                     progress = true;
                 }
             }
         }
-        todo = waiting.into_iter().map(|(d, t, _)| (d, t)).collect();
+        todo = waiting;
         if todo.is_empty() {
             break;
         }
         if !progress {
-            for (d, _) in todo.drain(..) {
+            for name in todo.drain(..) {
                 out.failed.push((
-                    d.name.clone(),
+                    name.clone(),
                     "refers to a device that is neither present nor saved".into(),
                 ));
             }
@@ -352,15 +353,10 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
     // a source shim whose relationship could not come back serves its LUN alone
     let failed = std::mem::take(&mut out.failed);
     for (name, why) in failed {
-        let alone = st
-            .devices
-            .iter()
-            .find(|d| d.name == name && names::shim_object(&d.name).is_some())
-            .and_then(|d| {
-                let t: Result<Vec<TableLine>> =
-                    d.table.iter().map(|l| TableLine::parse(l)).collect();
-                source_alone(&t.ok()?)
-            })
+        let alone = tables
+            .get(&name)
+            .filter(|_| names::shim_object(&name).is_some())
+            .and_then(|t| source_alone(t))
             .and_then(|t| map_table(dm, st, &t).ok());
         match alone {
             Some(t) => {
@@ -399,10 +395,7 @@ pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Resul
             };
             match cfs.find_storage_object("block", &o.so.name) {
                 Ok(cur) => {
-                    let on_shim = cur.udev_path.as_ref().is_some_and(|p| {
-                        dm.devno_of(Path::new(p)).ok().as_deref() == Some(info.devno().as_str())
-                    });
-                    if !on_shim {
+                    if !adopt::runs_on(dm, cur.udev_path.as_deref(), &info.devno()) {
                         return Err(Error::InUse(format!(
                             "LIO already has {} on {}, not on {shim}: writes to it bypass its \
                              replica; delete it and restart the daemon",
