@@ -157,6 +157,15 @@ impl SysBlock {
         self.identity_with(devno, &self.by_id_links())
     }
 
+    /// The identities of several block devices, reading the by-id links once.
+    pub fn identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
+        let links = self.by_id_links();
+        devnos
+            .iter()
+            .map(|d| self.identity_with(d, &links))
+            .collect()
+    }
+
     /// `major:minor` of every block device now present that matches `id`.
     pub fn find(&self, id: &DiskIdentity) -> Result<Vec<String>> {
         let dir = self.sysfs.join("dev/block");
@@ -262,6 +271,11 @@ mod tests {
         assert!(sdb.ids.is_empty());
         assert!(sb.find(&sdb).unwrap().is_empty());
         assert!(matches!(sb.identity("9:9"), Err(Error::NotFound(_))));
+        assert_eq!(
+            sb.identities(&["254:0", "8:0"]).unwrap(),
+            vec![vda.clone(), sb.identity("8:0").unwrap()]
+        );
+        assert!(sb.identities(&["254:0", "9:9"]).is_err());
 
         // "after a reboot" the disks come back under other numbers: found by id and size
         let sys2 = t.path().join("sys2");

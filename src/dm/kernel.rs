@@ -518,8 +518,8 @@ impl DmBackend for KernelDm {
         size_sectors_of_path(path)
     }
 
-    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity> {
-        SysBlock::default().identity(devno)
+    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
+        SysBlock::default().identities(devnos)
     }
 
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {

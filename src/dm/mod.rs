@@ -161,8 +161,9 @@ pub trait DmBackend: Send + Sync {
     fn devno_of(&self, path: &std::path::Path) -> Result<String>;
     /// Size in 512-byte sectors of a block device path (or of a regular file in the simulator).
     fn size_sectors(&self, path: &std::path::Path) -> Result<u64>;
-    /// What identifies the block device `major:minor` across reboots ([`identity`]).
-    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity>;
+    /// What identifies each block device `major:minor` across reboots ([`identity`]), in
+    /// the order given (one look at the by-id links for all of them).
+    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>>;
     /// `major:minor` of every block device now present that matches `id`.
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>>;
 }

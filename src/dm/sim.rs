@@ -1304,9 +1304,42 @@ impl DmBackend for SimDm {
         size_sectors_of_path(path)
     }
 
+    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
+        devnos.iter().map(|d| self.identity_of(d)).collect()
+    }
+
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
+        let devnos: Vec<String> = {
+            let s = self.lock();
+            s.disks
+                .values()
+                .map(|d| devno_str(d.devno))
+                .chain(
+                    s.files
+                        .values()
+                        .map(|(mi, _)| devno_str((SIM_FILE_MAJOR, *mi))),
+                )
+                .chain(
+                    s.devices
+                        .values()
+                        .map(|d| devno_str((SIM_DM_MAJOR, d.minor))),
+                )
+                .collect()
+        };
+        let mut out: Vec<String> = devnos
+            .into_iter()
+            .filter(|d| self.identity_of(d).is_ok_and(|have| id.matches(&have)))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl SimDm {
     /// Simulated identities: a registered disk or a file is known by its path
     /// (`sim-path:PATH`), a simulated device-mapper device by its UUID, as in the kernel.
-    fn disk_identity(&self, devno: &str) -> Result<DiskIdentity> {
+    fn identity_of(&self, devno: &str) -> Result<DiskIdentity> {
         let s = self.lock();
         let d = parse_devno(devno)
             .ok_or_else(|| Error::Invalid(format!("not a major:minor: {devno:?}")))?;
@@ -1338,33 +1371,6 @@ impl DmBackend for SimDm {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         })
-    }
-
-    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
-        let devnos: Vec<String> = {
-            let s = self.lock();
-            s.disks
-                .values()
-                .map(|d| devno_str(d.devno))
-                .chain(
-                    s.files
-                        .values()
-                        .map(|(mi, _)| devno_str((SIM_FILE_MAJOR, *mi))),
-                )
-                .chain(
-                    s.devices
-                        .values()
-                        .map(|d| devno_str((SIM_DM_MAJOR, d.minor))),
-                )
-                .collect()
-        };
-        let mut out: Vec<String> = devnos
-            .into_iter()
-            .filter(|d| self.disk_identity(d).is_ok_and(|have| id.matches(&have)))
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
     }
 }
 

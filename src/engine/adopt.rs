@@ -278,8 +278,8 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         move || dm.remove(&shim_c),
     )?;
     info!(element = %so.element(), device = %shim, "adopted");
-    match i.dm.disk_identity(&raw) {
-        Ok(id) if id.ids.is_empty() => warn!(
+    match i.dm.disk_identities(&[&raw]).as_deref() {
+        Ok([id]) if id.ids.is_empty() => warn!(
             element = %so.element(),
             device = %id.describe(),
             "this disk has nothing that identifies it across a reboot (no serial, WWID, by-id \

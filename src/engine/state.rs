@@ -100,18 +100,14 @@ pub fn capture(
     previous: Option<&SavedState>,
 ) -> Result<SavedState> {
     let mut devices = Vec::new();
-    let mut disks = BTreeMap::new();
+    let mut used = std::collections::BTreeSet::new();
     let mut objects = Vec::new();
     // the fabric tree is read once, and only if some adopted object is in LIO
     let mut targets = None;
     for d in dm.list()? {
         let table = dm.table(&d.name)?;
         for line in &table {
-            for dev in line.devices() {
-                if !disks.contains_key(dev) {
-                    disks.insert(dev.to_string(), dm.disk_identity(dev)?);
-                }
-            }
+            used.extend(line.devices().into_iter().map(str::to_string));
         }
         devices.push(SavedDevice {
             name: d.name.clone(),
@@ -143,6 +139,12 @@ pub fn capture(
             }
         }
     }
+    let used: Vec<&str> = used.iter().map(String::as_str).collect();
+    let disks = used
+        .iter()
+        .map(|d| d.to_string())
+        .zip(dm.disk_identities(&used)?)
+        .collect();
     Ok(SavedState {
         format: FORMAT,
         boot_id: boot_id.to_string(),
