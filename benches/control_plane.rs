@@ -471,6 +471,7 @@ fn main() {
                 target: "/backstores/block/disk2".into(),
                 copy_type: 5,
                 relationship: None,
+                unstoppable: None,
             },
             |ctx| {
                 ctx.set_percent(50);

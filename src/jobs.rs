@@ -35,10 +35,13 @@ pub struct JobSpec {
     pub target: String,
     pub copy_type: u16,
     pub relationship: Option<String>,
+    /// Why RequestStateChange cannot stop this job, if it cannot (the answer is 1).
+    pub unstoppable: Option<String>,
 }
 
 struct Record {
     view: JobView,
+    unstoppable: Option<String>,
     started: Option<Instant>,
     ended: Option<Instant>,
     stop: Arc<AtomicU16>,
@@ -167,6 +170,7 @@ impl JobManager {
                         copy_type: spec.copy_type,
                         relationship: spec.relationship.clone(),
                     },
+                    unstoppable: spec.unstoppable.clone(),
                     started: None,
                     ended: None,
                     stop: stop.clone(),
@@ -277,6 +281,9 @@ impl JobManager {
                 r.view.job_state_name
             )));
         }
+        if let Some(why) = &r.unstoppable {
+            return Err(Error::NotSupported(format!("job {id}: {why}")));
+        }
         r.stop.store(state, Ordering::SeqCst);
         info!(job = %id, requested_state = state, "stop requested");
         let deadline = Instant::now() + wait;
@@ -335,6 +342,7 @@ mod tests {
             target: "/backstores/block/b".into(),
             copy_type: 3,
             relationship: None,
+            unstoppable: None,
         }
     }
 

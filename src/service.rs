@@ -34,6 +34,7 @@ impl JobState {
 pub enum SyncState {
     ResyncInProgress = 5,
     Synchronized = 6,
+    RestoreInProgress = 10,
     Idle = 11,
     Broken = 12,
     Fractured = 13,

@@ -146,17 +146,21 @@ fn envelope(v: &Value, id: u64) -> Result<Result<Value, i64>, String> {
     }
 }
 
-/// At most one relationship per element in one enumeration.
+/// In one enumeration: a target is in one relationship, and no source is a target.
 fn check_one_relationship_each(rels: &Value) -> Result<(), String> {
     let arr = rels.as_array().ok_or("not an array")?;
-    let mut seen = BTreeSet::new();
+    let mut targets = BTreeSet::new();
+    let mut sources = BTreeSet::new();
     for r in arr {
-        for k in ["SystemElement", "SyncedElement"] {
-            let e = r[k].as_str().ok_or("element missing")?.to_string();
-            if !seen.insert(e.clone()) {
-                return Err(format!("{e} is in two relationships: {rels}"));
-            }
+        let s = r["SystemElement"].as_str().ok_or("element missing")?;
+        let t = r["SyncedElement"].as_str().ok_or("element missing")?;
+        if !targets.insert(t.to_string()) {
+            return Err(format!("{t} is the target of two relationships: {rels}"));
         }
+        sources.insert(s.to_string());
+    }
+    if let Some(e) = sources.intersection(&targets).next() {
+        return Err(format!("{e} is both a source and a target: {rels}"));
     }
     Ok(())
 }
@@ -744,17 +748,27 @@ fn hundred_clients_conflicting_calls() {
     // the end state, through the API, against the kernel
     let mut c = Client::connect(&ctx.socket).unwrap();
     let rels = c.enumerate_relationships().unwrap();
-    let mut seen = BTreeSet::new();
+    // a target is in one relationship, a source may be in several but is never a target
+    let mut targets = BTreeSet::new();
     for r in &rels {
-        for e in [&r.system_element, &r.synced_element] {
-            assert!(seen.insert(e.clone()), "{e} in two relationships: {rels:?}");
-        }
+        assert!(
+            targets.insert(r.synced_element.clone()),
+            "{} is the target of two relationships: {rels:?}",
+            r.synced_element
+        );
+    }
+    for r in &rels {
+        assert!(
+            !targets.contains(&r.system_element),
+            "{} is both a source and a target: {rels:?}",
+            r.system_element
+        );
     }
     let api: BTreeSet<(u16, String)> = rels
         .iter()
         .map(|r| {
-            let src = r.system_element.rsplit('/').next().unwrap().to_string();
-            (r.copy_type, src)
+            let tgt = r.synced_element.rsplit('/').next().unwrap().to_string();
+            (r.copy_type, tgt)
         })
         .collect();
     let devices = w.sim.list().unwrap();

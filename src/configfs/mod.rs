@@ -238,6 +238,11 @@ impl ConfigFs {
         read::exports_in(targets, so)
     }
     /// Take rtslib's backstore lock.
+    /// The initiators logged in through the TPG at `tpg`.
+    pub fn sessions(&self, tpg: &Path) -> Result<Vec<String>> {
+        read::sessions(tpg)
+    }
+
     pub fn lock(&self) -> Result<BackstoreLock> {
         lock::lock(&self.lock_path)
     }

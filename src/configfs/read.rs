@@ -606,3 +606,25 @@ pub(super) fn mapped_luns_of(
         .filter(|m| m.tpg_lun == tpg_lun)
         .collect())
 }
+
+/// The initiators logged in through the TPG at `tpg`: those with a session on a dynamic ACL
+/// (`dynamic_sessions`, one name a line) and each explicit ACL whose `info` names its
+/// session's initiator (without a session it reads "No active iSCSI Session").
+pub(super) fn sessions(tpg: &Path) -> Result<Vec<String>> {
+    let mut out: Vec<String> = read_attr(&tpg.join("dynamic_sessions"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    for acl in child_dirs(&tpg.join("acls"))? {
+        let info = read_attr(&tpg.join("acls").join(&acl).join("info")).unwrap_or_default();
+        if info.contains("InitiatorName:") {
+            out.push(acl);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

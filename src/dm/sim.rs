@@ -168,6 +168,8 @@ struct SnapProg {
     chunk: u64,
     cow_total: u64,
     forced: Option<SnapshotStatus>,
+    /// `snapshot-merge`: the data sectors there were to merge back when it started.
+    merge_from: Option<u64>,
 }
 
 impl SnapProg {
@@ -255,6 +257,8 @@ struct State {
     suspend_hangs: bool,
     held: BTreeSet<Devno>,
     calls: Vec<SimCall>,
+    /// What each persistent COW store (`major:minor`) holds once no device shows it.
+    cow_data: BTreeMap<String, u64>,
 }
 
 /// What a device reference resolves to.
@@ -574,6 +578,22 @@ impl SimDm {
     }
 }
 
+/// The data sectors the persistent COW stores of these lines hold, by store (`major:minor`):
+/// what a store keeps when its snapshot or merge device goes away.
+fn cow_usage(lives: &[Live]) -> Vec<(String, u64)> {
+    lives
+        .iter()
+        .filter_map(|l| match (&l.shown.target, &l.prog) {
+            (Target::Snapshot(p) | Target::SnapshotMerge(p), Prog::Snap(sp))
+                if p.persistent && sp.forced.is_none() =>
+            {
+                Some((p.cow.clone(), sp.data))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn first_snap(dev: &mut Device) -> Option<&mut SnapProg> {
     dev.live.iter_mut().find_map(|l| match &mut l.prog {
         Prog::Snap(p) => Some(p),
@@ -599,6 +619,14 @@ fn advance(dev: &mut Device, step: SyncStep, even_if_suspended: bool) {
     }
     let mut completed = false;
     for l in &mut dev.live {
+        if let Prog::Snap(p) = &mut l.prog {
+            // a merge copies its chunks back onto the origin until only metadata is left
+            if let Some(from) = p.merge_from.filter(|_| p.data > 0 && p.forced.is_none()) {
+                p.data = p.data.saturating_sub(step_units(step, from));
+                completed |= p.data == 0;
+            }
+            continue;
+        }
         let Prog::Sync(p) = &mut l.prog else {
             continue;
         };
@@ -664,6 +692,15 @@ fn init_prog(line: &TableLine, sizes: &BTreeMap<String, u64>) -> Prog {
             chunk: p.chunk_size,
             cow_total: sizes.get(&p.cow).copied().unwrap_or(0),
             forced: None,
+            merge_from: None,
+        }),
+        // the data to merge is filled in by `activate` (handed over, or read from the store)
+        Target::SnapshotMerge(p) => Prog::Snap(SnapProg {
+            data: 0,
+            chunk: p.chunk_size,
+            cow_total: sizes.get(&p.cow).copied().unwrap_or(0),
+            forced: None,
+            merge_from: Some(0),
         }),
         _ => Prog::None,
     }
@@ -710,7 +747,7 @@ fn status_params(l: &Live) -> String {
             }
             .to_string()
         }
-        (Target::Snapshot(_), Prog::Snap(p)) => p.status().to_string(),
+        (Target::Snapshot(_) | Target::SnapshotMerge(_), Prog::Snap(p)) => p.status().to_string(),
         _ => String::new(),
     }
 }
@@ -864,7 +901,7 @@ impl State {
                     Target::Mirror(p) => p.legs.first()?.device.as_str(),
                     Target::Raid(p) => p.devices.iter().find(|d| d.data != "-")?.data.as_str(),
                     Target::SnapshotOrigin(p) => p.device.as_str(),
-                    Target::Snapshot(p) => p.origin.as_str(),
+                    Target::Snapshot(p) | Target::SnapshotMerge(p) => p.origin.as_str(),
                     _ => return None,
                 };
                 self.backing_file(parse_devno(data)?, depth + 1)
@@ -972,7 +1009,7 @@ impl State {
                     }
                 }
                 Target::SnapshotOrigin(p) => need(self, &p.device, len)?,
-                Target::Snapshot(p) => {
+                Target::Snapshot(p) | Target::SnapshotMerge(p) => {
                     let c = p.chunk_size;
                     if c == 0 || !c.is_power_of_two() {
                         return Err(format!("{EINVAL} (chunk size {c} not a power of 2)"));
@@ -1016,7 +1053,7 @@ impl State {
     }
 
     fn activate(&mut self, name: &str, table: Table) {
-        let lives = table
+        let mut lives: Vec<Live> = table
             .lines
             .iter()
             .zip(table.shown)
@@ -1025,6 +1062,32 @@ impl State {
                 shown,
             })
             .collect();
+        if let Some(old) = self.devices.get(name).map(|d| &d.live) {
+            let kept = cow_usage(old);
+            self.cow_data.extend(kept);
+        }
+        for l in &mut lives {
+            let (Target::SnapshotMerge(m), Prog::Snap(p)) = (&l.shown.target, &mut l.prog) else {
+                continue;
+            };
+            // the handover: a live snapshot on the same store gives its chunks to the merge
+            // and is invalid from then on; without one the merge reads the store
+            let from_snapshot = self.devices.values_mut().find_map(|d| {
+                d.live
+                    .iter_mut()
+                    .find_map(|o| match (&o.shown.target, &mut o.prog) {
+                        (Target::Snapshot(sp), Prog::Snap(sp_prog)) if sp.cow == m.cow => {
+                            sp_prog.forced = Some(SnapshotStatus::Invalid);
+                            Some(sp_prog.data)
+                        }
+                        _ => None,
+                    })
+            });
+            p.data = from_snapshot
+                .or_else(|| self.cow_data.get(&m.cow).copied())
+                .unwrap_or(0);
+            p.merge_from = Some(p.data);
+        }
         if let Some(dev) = self.devices.get_mut(name) {
             dev.live = lives;
             dev.live_deps = table.deps;
@@ -1133,7 +1196,10 @@ impl DmBackend for SimDm {
             if s.open_count(minor) > 0 {
                 return Err(kerr("remove", name.as_str(), EBUSY));
             }
-            s.devices.remove(name.as_str());
+            if let Some(d) = s.devices.remove(name.as_str()) {
+                let kept = cow_usage(&d.live);
+                s.cow_data.extend(kept);
+            }
             Ok(minor)
         })?;
         let _ = fs::remove_file(self.node_path(minor));

@@ -29,6 +29,9 @@ pub enum Target {
     Raid(RaidParams),
     SnapshotOrigin(SnapshotOriginParams),
     Snapshot(SnapshotParams),
+    /// `snapshot-merge`: takes the origin's place while a snapshot's changed chunks are
+    /// copied back onto the origin; the same parameters as `snapshot`.
+    SnapshotMerge(SnapshotParams),
     Zero,
     Error,
     /// Any other target, kept verbatim.
@@ -209,6 +212,7 @@ impl Target {
             Target::Raid(_) => "raid",
             Target::SnapshotOrigin(_) => "snapshot-origin",
             Target::Snapshot(_) => "snapshot",
+            Target::SnapshotMerge(_) => "snapshot-merge",
             Target::Zero => "zero",
             Target::Error => "error",
             Target::Other { target_type, .. } => target_type,
@@ -222,7 +226,7 @@ impl Target {
             Target::Mirror(p) => p.to_string(),
             Target::Raid(p) => p.to_string(),
             Target::SnapshotOrigin(p) => p.to_string(),
-            Target::Snapshot(p) => p.to_string(),
+            Target::Snapshot(p) | Target::SnapshotMerge(p) => p.to_string(),
             Target::Zero | Target::Error => String::new(),
             Target::Other { params, .. } => params.clone(),
         }
@@ -251,6 +255,10 @@ impl Target {
                 Some(p) => Target::Snapshot(p),
                 None => other(),
             },
+            "snapshot-merge" => match SnapshotParams::parse_opt(params)? {
+                Some(p) if p.persistent => Target::SnapshotMerge(p),
+                _ => other(),
+            },
             "zero" if params.is_empty() => Target::Zero,
             "error" if params.is_empty() => Target::Error,
             "" => return Err(Error::parse("table line", "target type", "empty")),
@@ -271,7 +279,9 @@ impl Target {
                 .filter(|d| *d != "-")
                 .collect(),
             Target::SnapshotOrigin(p) => vec![p.device.as_str()],
-            Target::Snapshot(p) => vec![p.origin.as_str(), p.cow.as_str()],
+            Target::Snapshot(p) | Target::SnapshotMerge(p) => {
+                vec![p.origin.as_str(), p.cow.as_str()]
+            }
             Target::Zero | Target::Error | Target::Other { .. } => Vec::new(),
         }
     }
@@ -310,11 +320,8 @@ impl Target {
             Target::SnapshotOrigin(p) => Target::SnapshotOrigin(SnapshotOriginParams {
                 device: map(&p.device),
             }),
-            Target::Snapshot(p) => Target::Snapshot(SnapshotParams {
-                origin: map(&p.origin),
-                cow: map(&p.cow),
-                ..p.clone()
-            }),
+            Target::Snapshot(p) => Target::Snapshot(p.map_devices(map)),
+            Target::SnapshotMerge(p) => Target::SnapshotMerge(p.map_devices(map)),
             other => other.clone(),
         }
     }
@@ -746,6 +753,16 @@ impl SnapshotParams {
     }
 }
 
+impl SnapshotParams {
+    fn map_devices(&self, mut f: impl FnMut(&str) -> String) -> SnapshotParams {
+        SnapshotParams {
+            origin: f(&self.origin),
+            cow: f(&self.cow),
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Display for SnapshotParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -1002,6 +1019,24 @@ mod tests {
         assert_eq!(o.devices(), vec!["253:16"]);
         let l = TableLine::parse("0 524288 linear 254:0 0").unwrap();
         assert_eq!(l.devices(), vec!["254:0"]);
+    }
+
+    #[test]
+    fn snapshot_merge_round_trips_and_names_both_devices() {
+        let line = "0 262144 snapshot-merge 253:4 8:16 P 8";
+        let t = TableLine::parse(line).unwrap();
+        assert!(matches!(&t.target, Target::SnapshotMerge(p) if p.cow == "8:16" && p.persistent));
+        assert_eq!(t.to_string(), line);
+        assert_eq!(t.devices(), vec!["253:4", "8:16"]);
+        let moved = t.target.map_devices(|d| format!("{d}x"));
+        assert_eq!(moved.params(), "253:4x 8:16x P 8");
+        // the kernel merges persistent stores only
+        assert!(matches!(
+            TableLine::parse("0 8 snapshot-merge 253:4 8:16 N 8")
+                .unwrap()
+                .target,
+            Target::Other { .. }
+        ));
     }
 
     #[test]

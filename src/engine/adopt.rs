@@ -7,7 +7,7 @@ use super::journal::Intent;
 use super::plan::Plan;
 use super::{names, Element, Inner};
 use crate::configfs::{IblockSpec, StorageObject};
-use crate::dm::{DmName, Target};
+use crate::dm::{DmName, SnapshotOriginParams, SnapshotParams, Target};
 use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub(crate) fn spec_of(so: &StorageObject, dev: &str) -> IblockSpec {
     }
 }
 
-/// The raw device under a shim, read from its live table.
+/// The raw device under a shim (or a real device), read from the live tables.
 pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
     let table = i.dm.table(shim)?;
     let line = table
@@ -57,7 +57,19 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
             .first()
             .map(|d| d.data.clone())
             .ok_or_else(|| Error::Other(format!("raid {shim} has no devices")))?,
-        Target::SnapshotOrigin(o) => o.device.clone(),
+        // a source's origin sits on its real device, which sits on the disk
+        Target::SnapshotOrigin(SnapshotOriginParams { device: origin })
+        | Target::SnapshotMerge(SnapshotParams { origin, .. }) => {
+            let real = names::shim_object(shim)
+                .map(|o| names::real(&o))
+                .transpose()?;
+            match real {
+                Some(real) if i.dm.info(&real)?.is_some_and(|d| d.devno() == *origin) => {
+                    raw_under(i, &real)?
+                }
+                _ => origin.clone(),
+            }
+        }
         // a snapshot shim serves a target: its own device is the COW store
         Target::Snapshot(s) => s.cow.clone(),
         other => {

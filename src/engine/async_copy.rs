@@ -1,4 +1,4 @@
-//! CopyType 2 Async: the source's shim becomes a dm `raid` raid1 whose target leg is
+//! CopyType 2 Async: the source's real device becomes a dm `raid` raid1 whose target leg is
 //! `write_mostly` with `max_write_behind`: a write completes when the source leg has it, the
 //! target leg may lag by up to max_write_behind/2 outstanding writes (bounded lag, tracked by
 //! the write-intent bitmap). dm-raid needs a metadata device per leg; both are carved from the
@@ -6,13 +6,51 @@
 //! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default).
 
 use super::plan::Plan;
-use super::relationship::{self, Finish, Relationship};
-use super::{adopt, Attached, Element, Engine, Inner};
+use super::relationship::{self, Finish, Lifecycle, Relationship};
+use super::{adopt, stack, Attached, Element, Engine, Inner};
 use crate::dm::{LinearParams, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
-use crate::service::CopyType;
+use crate::service::{CopyType, RelationshipView, SyncState};
 
-pub(crate) fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+pub(crate) struct AsyncMirror;
+
+impl Lifecycle for AsyncMirror {
+    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+        attach(e, src, tgt)
+    }
+
+    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, _force: bool) -> Result<Attached> {
+        super::sync::modify_mirror(e, rel, op)
+    }
+
+    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
+        relationship::teardown_mirror(i, rel)
+    }
+
+    fn live_state(
+        &self,
+        i: &Inner,
+        rel: &Relationship,
+        v: &mut RelationshipView,
+    ) -> Result<SyncState> {
+        relationship::mirror_state(i, rel, v)
+    }
+
+    /// raid1 degrades by itself and keeps serving: nothing to follow.
+    fn resume(&self, _e: &Engine, _rel: &Relationship) -> Result<()> {
+        Ok(())
+    }
+
+    fn replicates_in_real(&self) -> bool {
+        true
+    }
+
+    fn maintained(&self) -> bool {
+        true
+    }
+}
+
+fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
     let i = &*e.inner;
     let meta = i.opts.raid_meta_sectors;
     let need = src.sectors + 2 * meta;
@@ -31,6 +69,7 @@ pub(crate) fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached>
         let tb = adopt::adopt_step(i, &tgt, p)?;
         let rel = Relationship::new(CopyType::Async, &sb, &tb)?;
         relationship::create_tag_step(i, &rel, p)?;
+        stack::ensure_step(i, &sb, p)?;
         let mut devnos = Vec::new();
         for (k, name) in rel.meta_names()?.into_iter().enumerate() {
             let table = vec![TableLine {
@@ -51,12 +90,12 @@ pub(crate) fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached>
             devnos.push(info.devno());
         }
         let table = relationship::raid_table(i, &rel, [devnos[0].clone(), devnos[1].clone()]);
-        let shim = rel.src_shim.clone();
-        let linear = Inner::linear(&rel.src_raw, rel.sectors);
+        let real = rel.real.clone();
+        let linear = rel.stack().linear();
         p.step(
-            format!("load raid1 on {}", rel.src_shim),
-            || i.swap_table(&rel.src_shim, &table),
-            move || i.swap_table(&shim, &linear),
+            format!("load raid1 on {}", rel.real),
+            || i.swap_table(&rel.real, &table),
+            move || i.swap_table(&real, &linear),
         )?;
         Ok(rel)
     })?;

@@ -6,7 +6,7 @@
 //! Crash points for tests: `LIO_REPLICA_CRASH_AFTER=TEXT` makes the daemon abort right after
 //! the first plan step whose description contains TEXT (see [`crash_point`]).
 
-use super::{adopt, names, relationship, Engine, Inner};
+use super::{adopt, names, Engine, Inner};
 use crate::configfs::{LunExport, StorageObject};
 use crate::dm::Target;
 use crate::error::{Error, Result};
@@ -30,8 +30,13 @@ pub enum Intent {
         #[serde(default)]
         boot_id: Option<String>,
     },
-    /// An AttachReplica of `source` (storage object name) in progress.
-    Attach { source: String, copy_type: u16 },
+    /// An AttachReplica of `source` onto `target` (storage object names) in progress.
+    Attach {
+        source: String,
+        #[serde(default)]
+        target: Option<String>,
+        copy_type: u16,
+    },
 }
 
 /// The directory of intent records; `None` keeps none (tests that do not test recovery).
@@ -265,39 +270,83 @@ pub(crate) fn restore_exports(
     Ok(())
 }
 
-/// Roll back an interrupted AttachReplica of `source`.
-fn recover_attach(e: &Engine, source: &str) -> Result<()> {
+/// Roll back an interrupted AttachReplica of `source` onto `target`: the relationship if its
+/// record was complete, else whatever pieces of it exist. The source's other relationships
+/// are left as they are.
+fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16) -> Result<()> {
     let i = &*e.inner;
     let rel = i
         .rels
         .lock()
         .unwrap()
         .values()
-        .find(|r| r.source_name == source)
+        .find(|r| r.source_name == source && target.is_none_or(|t| r.target_name == t))
         .cloned();
     if let Some(rel) = rel {
         warn!(relationship = %rel.id, "rolling back an AttachReplica interrupted by a restart");
         // a job the restart may have started for it stops on its own: the record is gone
-        return relationship::teardown(i, &rel);
+        return rel.lifecycle().teardown(i, &rel);
     }
+    let others: Vec<_> = i
+        .rels
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|r| r.source_name == source)
+        .cloned()
+        .collect();
+    let replicated = others.iter().any(|r| r.lifecycle().replicates_in_real());
     // no complete record: remove whatever pieces exist
     for d in i.dm.list()? {
-        let ours = names::parse_tag(&d.name).is_some_and(|(_, s)| s == source)
-            || (0..2).any(|k| names::meta(k, source).ok().as_ref() == Some(&d.name));
-        if ours && d.open_count == 0 {
+        let record =
+            target.is_some_and(|t| names::parse_tag(&d.name).is_some_and(|(_, tn)| tn == t));
+        let meta = copy_type == 2
+            && !replicated
+            && (0..2).any(|k| names::meta(k, source).ok().as_ref() == Some(&d.name));
+        if (record || meta) && d.open_count == 0 {
             i.dm.remove(&d.name)?;
             info!(device = %d.name, "removed device left by an interrupted AttachReplica");
         }
     }
     let shim = names::shim(source)?;
-    if i.dm.info(&shim)?.is_some() {
-        let table = i.dm.table(&shim)?;
+    let real = names::real(source)?;
+    if !replicated && i.dm.info(&real)?.is_some() {
+        let table = i.dm.table(&real)?;
         if !matches!(table.first().map(|l| &l.target), Some(Target::Linear(_))) {
-            let raw = adopt::raw_under(i, &shim)?;
-            let len = table.iter().map(|l| l.start + l.length).max().unwrap_or(0);
-            i.swap_table(&shim, &Inner::linear(&raw, len))?;
-            info!(device = %shim, "source back on linear after an interrupted AttachReplica");
+            let raw = adopt::raw_under(i, &real)?;
+            let len = crate::dm::table_length(&table);
+            i.swap_table(&real, &Inner::linear(&raw, len))?;
+            info!(device = %real, "source's real device back on linear after an interrupted AttachReplica");
         }
+    }
+    if let Some(t) = target {
+        let tshim = names::shim(t)?;
+        if i.dm.info(&tshim)?.is_some() {
+            let table = i.dm.table(&tshim)?;
+            if let Some(Target::Snapshot(sp)) = table.first().map(|l| &l.target) {
+                let len = crate::dm::table_length(&table);
+                let back = Inner::linear(&sp.cow, len.max(1));
+                i.dm.suspend(&shim, false, i.opts.suspend_timeout)?;
+                let r = i.swap_table(&tshim, &back);
+                i.dm.resume(&shim)?;
+                r?;
+                info!(device = %tshim, "half-made snapshot back on linear after an interrupted AttachReplica");
+            }
+        }
+    }
+    if others.is_empty() && i.dm.info(&shim)?.is_some() && i.dm.info(&real)?.is_some() {
+        let raw = adopt::raw_under(i, &real)?;
+        let len = crate::dm::table_length(&i.dm.table(&shim)?);
+        super::stack::collapse_if_unused(
+            i,
+            &super::stack::Stack {
+                shim: shim.clone(),
+                real: real.clone(),
+                raw,
+                sectors: len,
+            },
+            false,
+        )?;
     }
     Ok(())
 }
@@ -336,7 +385,11 @@ pub(crate) fn recover(e: &Engine) -> Result<()> {
                 exports,
                 boot_id.as_deref(),
             ),
-            Intent::Attach { source, .. } => recover_attach(e, source),
+            Intent::Attach {
+                source,
+                target,
+                copy_type,
+            } => recover_attach(e, source, target.as_deref(), *copy_type),
         };
         match r {
             Ok(()) => {

@@ -19,6 +19,7 @@ pub mod names;
 pub mod plan;
 pub mod relationship;
 pub mod snapshot;
+pub mod stack;
 pub mod state;
 pub mod sync;
 
@@ -216,14 +217,77 @@ impl Inner {
         self.rels.lock().unwrap().get(id).cloned()
     }
 
-    /// Relationship that `element` takes part in, if any.
-    pub fn relationship_of(&self, element: &str) -> Option<Relationship> {
+    /// The relationships `element` takes part in, as source or target.
+    pub fn relationships_of(&self, element: &str) -> Vec<Relationship> {
         self.rels
             .lock()
             .unwrap()
             .values()
-            .find(|r| r.source == element || r.target == element)
+            .filter(|r| r.source == element || r.target == element)
             .cloned()
+            .collect()
+    }
+
+    /// Why `src` may not take part as the source of a new relationship `lc` beside the ones it
+    /// has, and why `tgt` may not be its target, if either may not.
+    fn refuse_attach(
+        &self,
+        src: &Element,
+        tgt: &Element,
+        lc: &dyn relationship::Lifecycle,
+    ) -> Option<String> {
+        let (s, t) = (src.so.element(), tgt.so.element());
+        if let Some(r) = self.relationships_of(&t).first() {
+            return Some(format!("target {t} is already in relationship {}", r.id));
+        }
+        let of_source = self.relationships_of(&s);
+        if let Some(r) = of_source.iter().find(|r| r.target == s) {
+            return Some(format!(
+                "source {s} is the target of relationship {}; a replica cannot be the source \
+                 of another (no cascading)",
+                r.id
+            ));
+        }
+        if lc.replicates_in_real() {
+            if let Some(r) = of_source
+                .iter()
+                .find(|r| r.lifecycle().replicates_in_real())
+            {
+                return Some(format!(
+                    "source {s} is already replicated by relationship {} (CopyType {}); a \
+                     source has one mirror or full copy at a time, beside any number of \
+                     snapshots",
+                    r.id,
+                    r.copy_type.value()
+                ));
+            }
+        }
+        None
+    }
+
+    /// The relationship a ModifySynchronization names: its InstanceID, or an element of it
+    /// when that element is in exactly one relationship.
+    fn named_relationship(&self, name: &str) -> Result<Relationship> {
+        if let Some(r) = self.relationship(name) {
+            return Ok(r);
+        }
+        let element = crate::names::parse_element(name)
+            .map(|(p, n)| format!("/backstores/{p}/{n}"))
+            .map_err(|_| Error::NotFound(format!("no relationship {name:?}")))?;
+        let mut found = self.relationships_of(&element);
+        match found.len() {
+            0 => Err(Error::NotFound(format!("no relationship {name:?}"))),
+            1 => Ok(found.remove(0)),
+            _ => Err(Error::Invalid(format!(
+                "{element} is in {} relationships; name one by its InstanceID: {}",
+                found.len(),
+                found
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 
     /// Resolve an element name to an existing, replicable storage object.
@@ -282,6 +346,14 @@ impl Inner {
         if let Err(e) = self.dm.resume(name) {
             warn!(device = %name, error = %e, "could not resume after a failed table swap");
         }
+    }
+
+    /// `major:minor` of one of our devices.
+    pub fn devno(&self, name: &DmName) -> Result<String> {
+        self.dm
+            .info(name)?
+            .map(|d| d.devno())
+            .ok_or_else(|| Error::Other(format!("device {name} is missing")))
     }
 
     /// A one-line linear table over `devno`.
@@ -392,17 +464,14 @@ impl Engine {
                 st.lio_pending = true;
             }
         }
-        let resume = relationship::rediscover(&engine)?;
+        let found = relationship::rediscover(&engine)?;
         journal::recover(&engine)?;
-        for id in resume {
-            if engine.inner.rels.lock().unwrap().contains_key(&id) {
-                relationship::start_job(
-                    &engine,
-                    &id,
-                    relationship::Finish::Split,
-                    "copy (resumed after daemon restart)",
-                )?;
-            }
+        relationship::resume_all(&engine, &found)?;
+        {
+            // a stack whose relationships did not come back (after a reboot without a
+            // target disk) serves its source straight from its disk again
+            let _k = i.kernel_lock();
+            relationship::collapse_unused_stacks(i)?;
         }
         let mut lio_pending = false;
         if let Some(st) = saved.as_ref().filter(|s| s.lio_pending) {
@@ -446,14 +515,9 @@ impl Engine {
         let _k = i.kernel_lock();
         let src = i.resolve(&skey, "source")?;
         let tgt = i.resolve(&tkey, "target")?;
-        for (el, role) in [(&src, "source"), (&tgt, "target")] {
-            if let Some(r) = i.relationship_of(&el.so.element()) {
-                return Err(Error::InUse(format!(
-                    "{role} {} is already in relationship {}",
-                    el.so.element(),
-                    r.id
-                )));
-            }
+        let lc = relationship::lifecycle(ct);
+        if let Some(why) = i.refuse_attach(&src, &tgt, lc) {
+            return Err(Error::InUse(why));
         }
         let exports = i.cfs.exports_of(&tgt.so)?;
         if let Some(e) = exports.first() {
@@ -480,18 +544,14 @@ impl Engine {
         let _s = span.enter();
         let record = i.journal.record(
             "attach",
-            &src.so.name,
+            &tgt.so.name,
             &journal::Intent::Attach {
                 source: src.so.name.clone(),
+                target: Some(tgt.so.name.clone()),
                 copy_type: ct.value(),
             },
         )?;
-        let out = match ct {
-            CopyType::Sync => sync::attach(self, src, tgt),
-            CopyType::Async => async_copy::attach(self, src, tgt),
-            CopyType::UnSyncAssoc => snapshot::attach(self, src, tgt),
-            CopyType::UnSyncUnAssoc => clone::attach(self, src, tgt),
-        };
+        let out = lc.attach(self, src, tgt);
         // done or rolled back: the record has served; after a failed rollback it stays for
         // the next start to finish
         if !matches!(out, Err(Error::RollbackFailed { .. })) {
@@ -500,16 +560,9 @@ impl Engine {
         out
     }
 
-    fn modify(&self, rel_id: &str, op: u16) -> Result<Attached> {
+    fn modify(&self, rel_id: &str, op: u16, force: bool) -> Result<Attached> {
         let i = &*self.inner;
-        let by_id = i.relationship(rel_id);
-        // an element names the relationship it is part of, in either form
-        let element = crate::names::parse_element(rel_id)
-            .map(|(p, n)| format!("/backstores/{p}/{n}"))
-            .unwrap_or_default();
-        let rel = by_id
-            .or_else(|| i.relationship_of(&element))
-            .ok_or_else(|| Error::NotFound(format!("no relationship {rel_id:?}")))?;
+        let rel = i.named_relationship(rel_id)?;
         let _claim = i.claim(&[rel.source.clone(), rel.target.clone()])?;
         if let Some(job) = rel.job.as_ref().and_then(|j| i.jobs.get(j)) {
             if !crate::service::JobState::is_final(job_state(&job)) {
@@ -523,29 +576,17 @@ impl Engine {
         let span = info_span!("modify", relationship = %rel.id, operation = op);
         let _s = span.enter();
         use crate::service::operation::*;
-        match (op, rel.copy_type) {
-            (DETACH, _) => {
-                relationship::detach(self, &rel)?;
+        match op {
+            DETACH => {
+                rel.lifecycle().teardown(i, &rel)?;
                 Ok(Attached {
                     code: ReturnCode::Completed,
                     job: None,
                     relationship: Some(rel.id.clone()),
                 })
             }
-            (FRACTURE, CopyType::Sync | CopyType::Async) => {
-                relationship::fracture(self, &rel)?;
-                Ok(Attached {
-                    code: ReturnCode::Completed,
-                    job: None,
-                    relationship: Some(rel.id.clone()),
-                })
-            }
-            (RESYNC, CopyType::Sync | CopyType::Async) => relationship::resync(self, &rel),
-            (RESYNC, CopyType::UnSyncAssoc) => snapshot::refresh(self, &rel),
-            (FRACTURE | RESYNC | RESTORE, ct) => Err(Error::NotSupported(format!(
-                "operation {op} is not supported for {ct:?} relationships"
-            ))),
-            (other, _) => Err(Error::Invalid(format!(
+            FRACTURE | RESYNC | RESTORE => rel.lifecycle().modify(self, &rel, op, force),
+            other => Err(Error::Invalid(format!(
                 "operation {other} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore"
             ))),
         }
@@ -590,7 +631,7 @@ impl Service for Engine {
     }
 
     fn modify_synchronization(&self, relationship: &str, operation: u16) -> MethodResult {
-        match self.modify(relationship, operation) {
+        match self.modify(relationship, operation, false) {
             Ok(a) => MethodResult::ok(a.code, a.job, a.relationship),
             Err(e) => {
                 warn!(relationship, operation, error = %e, "ModifySynchronization refused");

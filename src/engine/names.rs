@@ -2,9 +2,13 @@
 //!
 //! | device | name suffix | table |
 //! |---|---|---|
-//! | shim under a storage object | `so-NAME` | linear / mirror / raid / snapshot-origin / snapshot |
-//! | relationship record | `relCT-SOURCE` | 1 sector `linear` over the target's raw device |
+//! | shim under a storage object | `so-NAME` | linear; a source: snapshot-origin (snapshot-merge while restoring); a snapshot's target: snapshot |
+//! | a source's replicating device | `real-NAME` | linear / mirror / raid, under the source's snapshot-origin |
+//! | relationship record | `recCT-TARGET` | 1 sector `linear` over the target's raw device, 1 over the source's |
 //! | dm-raid metadata (Async) | `meta0-SOURCE`, `meta1-SOURCE` | linear over the target's tail |
+//!
+//! A target is in at most one relationship, so the record is named after it; a source may be
+//! in many.
 
 use crate::dm::DmName;
 use crate::error::Result;
@@ -20,17 +24,38 @@ pub fn shim_object(name: &DmName) -> Option<String> {
     name.suffix().strip_prefix("so-").map(str::to_string)
 }
 
-pub fn tag(ct: CopyType, source: &str) -> Result<DmName> {
+/// The device under a source's snapshot-origin that holds its replicating table.
+pub fn real(source: &str) -> Result<DmName> {
     crate::names::validate_object_name(source)?;
-    DmName::new(&format!("rel{}-{source}", ct.value()))
+    DmName::new(&format!("real-{source}"))
 }
 
-/// (copy type, source object name) of a relationship record device.
+/// The storage object name of a source's real device, or None.
+pub fn real_object(name: &DmName) -> Option<String> {
+    name.suffix().strip_prefix("real-").map(str::to_string)
+}
+
+/// The record of the relationship whose target is `target`.
+pub fn tag(ct: CopyType, target: &str) -> Result<DmName> {
+    crate::names::validate_object_name(target)?;
+    DmName::new(&format!("rec{}-{target}", ct.value()))
+}
+
+/// (copy type, target object name) of a relationship record device.
 pub fn parse_tag(name: &DmName) -> Option<(CopyType, String)> {
-    let rest = name.suffix().strip_prefix("rel")?;
-    let (ct, src) = rest.split_once('-')?;
+    let rest = name.suffix().strip_prefix("rec")?;
+    let (ct, tgt) = rest.split_once('-')?;
     let ct = CopyType::from_value(ct.parse().ok()?)?;
-    Some((ct, src.to_string()))
+    Some((ct, tgt.to_string()))
+}
+
+/// A record device of the layout before sources could be in several relationships
+/// (`relCT-SOURCE`, the source's shim carrying the replicating table itself).
+pub fn is_old_record(name: &DmName) -> bool {
+    name.suffix()
+        .strip_prefix("rel")
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(ct, _)| ct.parse::<u16>().is_ok())
 }
 
 pub fn meta(index: usize, source: &str) -> Result<DmName> {
@@ -45,7 +70,12 @@ mod tests {
     #[test]
     fn round_trips_and_limits() {
         let t = tag(CopyType::UnSyncAssoc, "db-01").unwrap();
-        assert_eq!(t.as_str(), "lio-replica-v1-rel4-db-01");
+        assert_eq!(t.as_str(), "lio-replica-v1-rec4-db-01");
+        assert!(!is_old_record(&t));
+        assert!(is_old_record(&DmName::new("rel3-db").unwrap()));
+        let r = real("db-01").unwrap();
+        assert_eq!(real_object(&r).as_deref(), Some("db-01"));
+        assert_eq!(shim_object(&r), None);
         assert_eq!(parse_tag(&t), Some((CopyType::UnSyncAssoc, "db-01".into())));
         let s = shim("db-01").unwrap();
         assert_eq!(shim_object(&s).as_deref(), Some("db-01"));
@@ -53,7 +83,10 @@ mod tests {
         // the longest object name still fits the kernel's 128-byte limit
         let long = "a".repeat(64);
         assert!(
-            shim(&long).is_ok() && tag(CopyType::Sync, &long).is_ok() && meta(1, &long).is_ok()
+            shim(&long).is_ok()
+                && tag(CopyType::Sync, &long).is_ok()
+                && meta(1, &long).is_ok()
+                && real(&long).is_ok()
         );
         assert!(shim("../x").is_err());
     }

@@ -1,11 +1,16 @@
 //! Relationships (CIM_StorageSynchronized): what the kernel holds, how its state is read,
 //! how they end, and how they are found again when the daemon starts.
 //!
-//! A relationship is recorded in the kernel by a one-sector device `relCT-SOURCE` whose table
-//! points at the target's raw device; with the shims' tables this is all that is needed to
-//! rebuild it after a daemon restart. A relationship found broken (its target leg failed and
-//! was dropped) is marked in that record by a second, `error` sector, so it stays Broken
-//! across a restart.
+//! A relationship is recorded in the kernel by a two-sector device `recCT-TARGET` whose table
+//! points at the target's raw device, then at the source's; with the shims' tables this is all
+//! that is needed to rebuild it after a daemon restart. A relationship found broken (its
+//! target leg failed and was dropped) is marked in that record by a third, `error` sector, so
+//! it stays Broken across a restart.
+//!
+//! A source may be in several relationships at once (see [`super::stack`]): any number of
+//! snapshots, and one relationship whose table replicates in its real device (a Sync or Async
+//! mirror, or a running clone). Each copy type's whole life is one [`Lifecycle`]; what the
+//! mirror types share is here.
 //!
 //! dm-mirror with `handle_errors` does not drop a failed leg by itself: it marks the leg
 //! (health `D`, or `S` when the failure hit the resync), raises an event and holds every
@@ -17,12 +22,12 @@
 
 use super::adopt::{self, Backing};
 use super::plan::Plan;
-use super::{names, Attached, Engine, Inner};
+use super::stack::{self, Stack};
+use super::{names, Attached, Element, Engine, Inner};
 use crate::dm::table::RaidDevice;
 use crate::dm::DmName;
 use crate::dm::{
-    LinearParams, MirrorParams, MirrorStatus, RaidParams, RaidStatus, SnapshotStatus, TableLine,
-    Target,
+    LinearParams, MirrorParams, MirrorStatus, RaidParams, RaidStatus, TableLine, Target,
 };
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
@@ -43,6 +48,8 @@ pub struct Relationship {
     pub target_name: String,
     pub copy_type: CopyType,
     pub src_shim: DmName,
+    /// The source's real device (see [`super::stack`]): where mirror and raid tables live.
+    pub real: DmName,
     pub tgt_shim: DmName,
     pub tag: DmName,
     /// `major:minor` of the raw devices
@@ -79,8 +86,9 @@ impl Relationship {
             target_name: tgt.so.name.clone(),
             copy_type: ct,
             src_shim: src.shim.clone(),
+            real: names::real(&src.so.name)?,
             tgt_shim: tgt.shim.clone(),
-            tag: names::tag(ct, &src.so.name)?,
+            tag: names::tag(ct, &tgt.so.name)?,
             src_raw: src.raw.clone(),
             tgt_raw: tgt.raw.clone(),
             sectors: src.sectors,
@@ -98,27 +106,89 @@ impl Relationship {
             names::meta(1, &self.source_name)?,
         ])
     }
+
+    pub(crate) fn stack(&self) -> Stack {
+        Stack {
+            shim: self.src_shim.clone(),
+            real: self.real.clone(),
+            raw: self.src_raw.clone(),
+            sectors: self.sectors,
+        }
+    }
+
+    pub(crate) fn lifecycle(&self) -> &'static dyn Lifecycle {
+        lifecycle(self.copy_type)
+    }
 }
 
-/// The record device's table: one sector pointing at the target's raw device, and a second,
-/// `error` sector when the relationship is broken.
+/// One copy type's whole life: how it is built, what it lets ModifySynchronization do, how
+/// it ends, how its state is read from the kernel and what happens once the daemon finds it
+/// again after a restart.
+pub(crate) trait Lifecycle: Sync {
+    /// AttachReplica: build it in the kernel (rolled back entirely on failure), register it
+    /// and start what follows it.
+    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached>;
+    /// A ModifySynchronization operation other than Detach (already checked to be one of
+    /// the operations the API knows).
+    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, force: bool) -> Result<Attached>;
+    /// Detach, or the end of a copy: undo it in the kernel and forget it; the source's other
+    /// relationships stay exactly as they are.
+    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()>;
+    /// Its state, read from the kernel now.
+    fn live_state(
+        &self,
+        i: &Inner,
+        rel: &Relationship,
+        v: &mut RelationshipView,
+    ) -> Result<SyncState>;
+    /// The daemon (re)started and found it in the kernel: follow it again.
+    fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()>;
+    /// Whether its table takes the source's real device (one such relationship per source).
+    fn replicates_in_real(&self) -> bool;
+    /// Whether the target is kept up to date (CIM SyncMaintained).
+    fn maintained(&self) -> bool;
+}
+
+pub(crate) fn lifecycle(ct: CopyType) -> &'static dyn Lifecycle {
+    match ct {
+        CopyType::Async => &super::async_copy::AsyncMirror,
+        CopyType::Sync => &super::sync::SyncMirror,
+        CopyType::UnSyncAssoc => &super::snapshot::Snapshot,
+        CopyType::UnSyncUnAssoc => &super::clone::FullCopy,
+    }
+}
+
+/// The record device's table: one sector pointing at the target's raw device, one at the
+/// source's, and a third, `error` sector when the relationship is broken.
 fn record_table(rel: &Relationship, broken: bool) -> Vec<TableLine> {
-    let mut table = vec![TableLine {
-        start: 0,
-        length: 1,
-        target: Target::Linear(LinearParams {
-            device: rel.tgt_raw.clone(),
-            offset: 0,
-        }),
-    }];
+    let sector = |start, device: &str| {
+        TableLine::new(
+            start,
+            1,
+            Target::Linear(LinearParams {
+                device: device.to_string(),
+                offset: 0,
+            }),
+        )
+    };
+    let mut table = vec![sector(0, &rel.tgt_raw), sector(1, &rel.src_raw)];
     if broken {
-        table.push(TableLine {
-            start: 1,
-            length: 1,
-            target: Target::Error,
-        });
+        table.push(TableLine::new(2, 1, Target::Error));
     }
     table
+}
+
+/// (target's raw device, source's raw device) a record points at.
+fn record_devices(table: &[TableLine]) -> Option<(String, String)> {
+    match (
+        table.first().map(|l| &l.target),
+        table.get(1).map(|l| &l.target),
+    ) {
+        (Some(Target::Linear(t)), Some(Target::Linear(s))) => {
+            Some((t.device.clone(), s.device.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Whether the record device says the relationship is broken.
@@ -237,10 +307,10 @@ pub(crate) struct Progress {
 }
 
 pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
-    let st = i.dm.status(&rel.src_shim)?;
+    let st = i.dm.status(&rel.real)?;
     let line = st
         .first()
-        .ok_or_else(|| Error::Other(format!("{} has no status", rel.src_shim)))?;
+        .ok_or_else(|| Error::Other(format!("{} has no status", rel.real)))?;
     // (percent, in sync, failed leg, leg's device, health) of a replicating table
     let (percent, synced, failed_leg, device, health) = match line.target_type.as_str() {
         "mirror" => {
@@ -279,24 +349,24 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     })
 }
 
-/// Put `table` under the source's shim. Leaving a `mirror`, the suspend is `noflush`: writes
-/// the mirror holds for a failed leg are requeued to the new table instead of failing.
-fn swap_source(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
+/// Put `table` into the source's real device. Leaving a `mirror`, the suspend is `noflush`:
+/// writes the mirror holds for a failed leg are requeued to the new table instead of failing.
+pub(crate) fn swap_real(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
     let leaving_mirror = matches!(
-        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
+        i.dm.table(&rel.real)?.first().map(|l| &l.target),
         Some(Target::Mirror(_))
     );
     if !leaving_mirror {
-        return i.swap_table(&rel.src_shim, table);
+        return i.swap_table(&rel.real, table);
     }
-    i.dm.suspend(&rel.src_shim, true, i.opts.suspend_timeout)?;
-    if let Err(e) = i.dm.load(&rel.src_shim, table) {
-        i.resume_after_failure(&rel.src_shim);
+    i.dm.suspend(&rel.real, true, i.opts.suspend_timeout)?;
+    if let Err(e) = i.dm.load(&rel.real, table) {
+        i.resume_after_failure(&rel.real);
         return Err(e);
     }
-    if let Err(e) = i.dm.resume(&rel.src_shim) {
-        let _ = i.dm.clear(&rel.src_shim);
-        i.resume_after_failure(&rel.src_shim);
+    if let Err(e) = i.dm.resume(&rel.real) {
+        let _ = i.dm.clear(&rel.real);
+        i.resume_after_failure(&rel.real);
         return Err(e);
     }
     Ok(())
@@ -304,7 +374,7 @@ fn swap_source(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()>
 
 /// The legs of the source's mirror that the kernel marks failed (empty for other tables).
 fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
-    let st = i.dm.status(&rel.src_shim)?;
+    let st = i.dm.status(&rel.real)?;
     Ok(match st.first() {
         Some(l) if l.target_type == "mirror" => MirrorStatus::parse(&l.params)?.failed_legs(),
         _ => Vec::new(),
@@ -353,16 +423,16 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
                 || mark_record(i, &rel, true),
                 || mark_record(i, &rel, false),
             )?;
-            p.last(|| swap_source(i, &rel, &linear))
+            p.last(|| swap_real(i, &rel, &linear))
         })
         .map_err(|e| {
             Error::kernel(
                 "drop the failed target leg of",
-                rel.src_shim.to_string(),
+                rel.real.to_string(),
                 format!("{why}: {e}"),
             )
         })?;
-    info!(relationship = %rel.id, device = %rel.src_shim, reason = %why, "failed target leg dropped: the source is on linear");
+    info!(relationship = %rel.id, device = %rel.real, reason = %why, "failed target leg dropped: the source is on linear");
     Ok(Some(reason))
 }
 
@@ -417,10 +487,9 @@ fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
             }
             let current = match event {
                 Some(ev) => ev,
-                None => i.dm.info(&rel.src_shim)?.map(|d| d.event_nr).unwrap_or(0),
+                None => i.dm.info(&rel.real)?.map(|d| d.event_nr).unwrap_or(0),
             };
-            let now =
-                i.dm.wait_event(&rel.src_shim, current, i.opts.poll_interval)?;
+            let now = i.dm.wait_event(&rel.real, current, i.opts.poll_interval)?;
             event = Some(now);
             Ok(Some(now != current))
         })();
@@ -469,6 +538,7 @@ pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) ->
         target: rel.target.clone(),
         copy_type: rel.copy_type.value(),
         relationship: (finish == Finish::Keep).then(|| rel.id.clone()),
+        unstoppable: None,
     };
     let e2 = e.clone();
     let id_for_job = rel.id.clone();
@@ -493,7 +563,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         if let Some(state) = ctx.stop_requested() {
             let _k = i.kernel_lock();
             info!(job = %ctx.id(), relationship = %rel.id, "stopping: rolling the relationship back");
-            teardown(i, &rel)?;
+            rel.lifecycle().teardown(i, &rel)?;
             return Err(JobStop::Requested(state));
         }
         let pr = progress(i, &rel)?;
@@ -502,7 +572,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
             let _k = i.kernel_lock();
             let msg = match finish {
                 // the copy cannot complete: roll the source back to linear, as Terminate does
-                Finish::Split => match teardown(i, &rel) {
+                Finish::Split => match rel.lifecycle().teardown(i, &rel) {
                     Ok(()) => format!(
                         "copy {} failed: {why}; the source is back on linear, the target holds \
                          a partial copy",
@@ -521,14 +591,14 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
             };
             return Err(JobStop::Failed(Error::kernel(
                 "replicate",
-                rel.src_shim.to_string(),
+                rel.real.to_string(),
                 msg,
             )));
         }
         if !pr.replicating {
             return Err(JobStop::Failed(Error::Other(format!(
                 "{} no longer carries a replicating table",
-                rel.src_shim
+                rel.real
             ))));
         }
         if pr.synced {
@@ -544,7 +614,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
                 }
                 Finish::Split => {
                     let _k = i.kernel_lock();
-                    teardown(i, &rel)?;
+                    rel.lifecycle().teardown(i, &rel)?;
                     info!(relationship = %rel.id, "copy complete; split at this point in time");
                 }
             }
@@ -552,43 +622,47 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         }
         let current = match event {
             Some(ev) => ev,
-            None => i.dm.info(&rel.src_shim)?.map(|d| d.event_nr).unwrap_or(0),
+            None => i.dm.info(&rel.real)?.map(|d| d.event_nr).unwrap_or(0),
         };
-        event = Some(i.dm.wait_event(&rel.src_shim, current, i.opts.poll_interval)?);
+        event = Some(i.dm.wait_event(&rel.real, current, i.opts.poll_interval)?);
     }
 }
 
-/// Undo the relationship in the kernel: the source back on `linear`, the target back on
-/// `linear` (snapshot), metadata devices and the record removed. The relationship is
-/// forgotten. Both storage objects stay adopted.
-pub(crate) fn teardown(i: &Inner, rel: &Relationship) -> Result<()> {
-    if rel.copy_type == CopyType::UnSyncAssoc {
-        // the snapshot first: it unregisters from the origin
-        i.swap_table(
-            &rel.tgt_shim,
-            &Inner::linear(&rel.tgt_raw, rel.target_sectors),
-        )?;
-    }
-    let src_is_linear = matches!(
-        i.dm.table(&rel.src_shim)?.first().map(|l| &l.target),
-        Some(Target::Linear(_))
-    );
-    if !src_is_linear {
-        swap_source(i, rel, &Inner::linear(&rel.src_raw, rel.sectors))?;
-    }
-    if rel.copy_type == CopyType::Async {
-        for m in rel.meta_names()?.iter().rev() {
-            if i.dm.info(m)?.is_some() {
-                i.dm.remove(m)?;
-            }
+/// Undo a mirror-type relationship: its real device back on `linear` over the source's disk,
+/// metadata devices removed, then [`forget`]. Both storage objects stay adopted.
+pub(crate) fn teardown_mirror(i: &Inner, rel: &Relationship) -> Result<()> {
+    if i.dm.info(&rel.real)?.is_some() {
+        let real_is_linear = matches!(
+            i.dm.table(&rel.real)?.first().map(|l| &l.target),
+            Some(Target::Linear(_))
+        );
+        if !real_is_linear {
+            swap_real(i, rel, &rel.stack().linear())?;
         }
     }
+    for m in rel.meta_names()?.iter().rev() {
+        if i.dm.info(m)?.is_some() {
+            i.dm.remove(m)?;
+        }
+    }
+    forget(i, rel)
+}
+
+/// The last step of every teardown: the record removed, the relationship forgotten, and the
+/// source's stack taken down if nothing else uses it.
+pub(crate) fn forget(i: &Inner, rel: &Relationship) -> Result<()> {
     if i.dm.info(&rel.tag)?.is_some() {
         i.dm.remove(&rel.tag)?;
     }
     unregister(i, &rel.id);
     info!(relationship = %rel.id, "relationship ended");
-    Ok(())
+    let in_use = i
+        .rels
+        .lock()
+        .unwrap()
+        .values()
+        .any(|r| r.source_name == rel.source_name);
+    stack::collapse_if_unused(i, &rel.stack(), in_use)
 }
 
 /// Size in sectors of a device known by `major:minor` (sysfs), for rediscovery.
@@ -598,11 +672,6 @@ fn sectors_of_devno(devno: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// ModifySynchronization Detach.
-pub(crate) fn detach(e: &Engine, rel: &Relationship) -> Result<()> {
-    teardown(&e.inner, rel)
 }
 
 /// ModifySynchronization Fracture: the source back on linear; the target keeps the image of
@@ -619,7 +688,7 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
             None => format!("relationship {} is already fractured", rel.id),
         }));
     }
-    swap_source(i, rel, &Inner::linear(&rel.src_raw, rel.sectors))?;
+    swap_real(i, rel, &rel.stack().linear())?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
         r.when_synced = None;
     }
@@ -648,8 +717,8 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         if broken_in_place {
             // the failed leg goes first (the kernel may be holding writes for it); the source
             // alone on linear is where a broken relationship rests anyway, so no undo
-            p.last(|| swap_source(i, rel, &linear))?;
-            info!(relationship = %rel.id, device = %rel.src_shim, "failed leg dropped before the resync");
+            p.last(|| swap_real(i, rel, &linear))?;
+            info!(relationship = %rel.id, device = %rel.real, "failed leg dropped before the resync");
         }
         if rel.copy_type == CopyType::Async {
             for m in rel.meta_names()? {
@@ -663,8 +732,8 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
                 || mark_record(i, rel, true),
             )?;
         }
-        p.last(|| i.swap_table(&rel.src_shim, &table))?;
-        info!(relationship = %rel.id, device = %rel.src_shim, "replicating table loaded: full resync");
+        p.last(|| i.swap_table(&rel.real, &table))?;
+        info!(relationship = %rel.id, device = %rel.real, "replicating table loaded: full resync");
         Ok(())
     })?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
@@ -683,6 +752,7 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
 
 /// The relationship as the API shows it, with its state read from the kernel now.
 pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
+    let lc = rel.lifecycle();
     let mut v = RelationshipView {
         instance_id: rel.id.clone(),
         system_element: rel.source.clone(),
@@ -690,7 +760,7 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
         copy_type: rel.copy_type.value(),
         sync_state: SyncState::Broken.value(),
         sync_state_name: String::new(),
-        sync_maintained: matches!(rel.copy_type, CopyType::Sync | CopyType::Async),
+        sync_maintained: lc.maintained(),
         percent_synced: 0,
         when_synced: rel.when_synced,
         progress_status: None,
@@ -698,7 +768,7 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
         cow_total_sectors: None,
         max_lag_writes: None,
     };
-    let state = match live_state(i, rel, &mut v) {
+    let state = match lc.live_state(i, rel, &mut v) {
         Ok(s) => s,
         Err(e) => {
             v.progress_status = Some(format!("cannot read the kernel state: {e}"));
@@ -710,32 +780,12 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
     v
 }
 
-fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result<SyncState> {
-    if rel.copy_type == CopyType::UnSyncAssoc {
-        let st = i.dm.status(&rel.tgt_shim)?;
-        let line = st
-            .first()
-            .ok_or_else(|| Error::Other(format!("{} has no status", rel.tgt_shim)))?;
-        if line.target_type != "snapshot" {
-            v.progress_status = Some(format!("{} is not a snapshot any more", rel.tgt_shim));
-            return Ok(SyncState::Broken);
-        }
-        return Ok(match SnapshotStatus::parse(&line.params)? {
-            SnapshotStatus::Active { used, total, .. } => {
-                v.cow_used_sectors = Some(used);
-                v.cow_total_sectors = Some(total);
-                v.percent_synced = 100;
-                v.progress_status = Some("point-in-time image".into());
-                SyncState::Idle
-            }
-            other => {
-                v.progress_status = Some(format!(
-                    "snapshot is {other:?}: the COW store overflowed or failed; the image is lost, the source is unaffected"
-                ));
-                SyncState::Broken
-            }
-        });
-    }
+/// The state of a mirror-type relationship, read from its real device.
+pub(crate) fn mirror_state(
+    i: &Inner,
+    rel: &Relationship,
+    v: &mut RelationshipView,
+) -> Result<SyncState> {
     let pr = progress(i, rel)?;
     if rel.copy_type == CopyType::Async && pr.replicating {
         v.max_lag_writes = Some(i.opts.max_write_behind / 2);
@@ -767,86 +817,85 @@ fn live_state(i: &Inner, rel: &Relationship, v: &mut RelationshipView) -> Result
     })
 }
 
-/// Find relationships from the kernel's record devices and the shims' tables. Returns the
-/// UnSyncUnAssoc copies whose job must be started again.
-pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
-    let i = &*e.inner;
-    let devs = i.dm.list()?;
-    let shims: Vec<(String, DmName)> = devs
-        .iter()
-        .filter_map(|d| names::shim_object(&d.name).map(|n| (n, d.name.clone())))
-        .collect();
-    let mut resume_clones = Vec::new();
-    let mut mirrors = Vec::new();
-    for d in &devs {
-        let Some((ct, src_name)) = names::parse_tag(&d.name) else {
+/// The span of a device's live table, sectors.
+fn span(i: &Inner, n: &DmName) -> Result<u64> {
+    Ok(crate::dm::table_length(&i.dm.table(n)?))
+}
+
+/// Rebuild the relationship a record device describes.
+fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Result<Relationship> {
+    let (tgt_raw, src_raw) = record_devices(&i.dm.table(record)?)
+        .ok_or_else(|| Error::Other(format!("unexpected record table on {record}")))?;
+    let broken = record_says_broken(&i.dm.table(record)?).then(|| {
+        "the target leg failed and was dropped before the daemon (re)started; the source is \
+         served alone (Resync copies everything again)"
+            .to_string()
+    });
+    let tgt_shim = names::shim(tgt_name)?;
+    if i.dm.info(&tgt_shim)?.is_none() {
+        return Err(Error::Other(format!("target shim {tgt_shim} is missing")));
+    }
+    // the source: the storage object whose real device sits on the recorded disk
+    let mut source = None;
+    for d in i.dm.list()? {
+        let Some(obj) = names::real_object(&d.name) else {
             continue;
         };
-        let found = (|| -> Result<Relationship> {
-            let record = i.dm.table(&d.name)?;
-            let tgt_raw = match record.first().map(|l| l.target.clone()) {
-                Some(Target::Linear(l)) => l.device,
-                other => return Err(Error::Other(format!("unexpected record table {other:?}"))),
-            };
-            let broken = record_says_broken(&record).then(|| {
-                "the target leg failed and was dropped before the daemon (re)started; the \
-                 source is served alone (Resync copies everything again)"
-                    .to_string()
-            });
-            let src_shim = names::shim(&src_name)?;
-            if !shims.iter().any(|(_, s)| *s == src_shim) {
-                return Err(Error::Other(format!("source shim {src_shim} is missing")));
-            }
-            let (tgt_name, tgt_shim) = shims
-                .iter()
-                .filter(|(_, s)| *s != src_shim)
-                .find(|(_, s)| adopt::raw_under(i, s).ok().as_deref() == Some(tgt_raw.as_str()))
-                .cloned()
-                .ok_or_else(|| {
-                    Error::Other(format!("no shim serves the target device {tgt_raw}"))
-                })?;
-            let src_raw = adopt::raw_under(i, &src_shim)?;
-            let span = |n: &DmName| -> Result<u64> {
-                Ok(i.dm
-                    .table(n)?
-                    .iter()
-                    .map(|l| l.start + l.length)
-                    .max()
-                    .unwrap_or(0))
-            };
-            let sectors = span(&src_shim)?;
-            let target_sectors = match i.dm.table(&tgt_shim)?.first().map(|l| &l.target) {
-                Some(Target::Linear(_)) => span(&tgt_shim)?,
-                _ => sectors_of_devno(&tgt_raw).unwrap_or(sectors),
-            };
-            Ok(Relationship {
-                id: format!("{src_name}/{tgt_name}"),
-                source: format!("/backstores/block/{src_name}"),
-                target: format!("/backstores/block/{tgt_name}"),
-                source_name: src_name.clone(),
-                target_name: tgt_name,
-                copy_type: ct,
-                src_shim,
-                tgt_shim,
-                tag: d.name.clone(),
-                src_raw,
-                tgt_raw,
-                sectors,
-                target_sectors,
-                job: None,
-                when_synced: None,
-                broken,
-                watch: 0,
-            })
-        })();
-        match found {
+        if adopt::raw_under(i, &d.name).ok().as_deref() == Some(src_raw.as_str()) {
+            source = Some(obj);
+            break;
+        }
+    }
+    let src_name = source.ok_or_else(|| {
+        Error::Other(format!(
+            "no source stack sits on the recorded source disk {src_raw}"
+        ))
+    })?;
+    let src_shim = names::shim(&src_name)?;
+    let sectors = span(i, &src_shim)?;
+    let target_sectors = match i.dm.table(&tgt_shim)?.first().map(|l| &l.target) {
+        Some(Target::Linear(_)) => span(i, &tgt_shim)?,
+        _ => sectors_of_devno(&tgt_raw).unwrap_or(sectors),
+    };
+    Ok(Relationship {
+        id: format!("{src_name}/{tgt_name}"),
+        source: format!("/backstores/block/{src_name}"),
+        target: format!("/backstores/block/{tgt_name}"),
+        source_name: src_name.clone(),
+        target_name: tgt_name.to_string(),
+        copy_type: ct,
+        real: names::real(&src_name)?,
+        src_shim,
+        tgt_shim,
+        tag: record.clone(),
+        src_raw,
+        tgt_raw,
+        sectors,
+        target_sectors,
+        job: None,
+        when_synced: None,
+        broken,
+        watch: 0,
+    })
+}
+
+/// Find relationships from the kernel's record devices and the shims' tables, and register
+/// them. Returns them, for each copy type to resume (after the start-up recovery).
+pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
+    let i = &*e.inner;
+    let mut found = Vec::new();
+    for d in i.dm.list()? {
+        if names::is_old_record(&d.name) {
+            warn!(device = %d.name, "relationship record of an older layout (the source's shim carrying the copy itself): not managed; remove it with `dmsetup remove` after putting its source back on linear");
+            continue;
+        }
+        let Some((ct, tgt_name)) = names::parse_tag(&d.name) else {
+            continue;
+        };
+        match from_record(i, &d.name, ct, &tgt_name) {
             Ok(rel) => {
                 info!(relationship = %rel.id, copy_type = ?rel.copy_type, "rediscovered");
-                match rel.copy_type {
-                    CopyType::UnSyncUnAssoc => resume_clones.push(rel.id.clone()),
-                    CopyType::Sync => mirrors.push(rel.id.clone()),
-                    _ => {}
-                }
+                found.push(rel.id.clone());
                 register(i, rel);
             }
             Err(err) => {
@@ -854,11 +903,47 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
             }
         }
     }
-    // a failed leg under a rediscovered mirror must be dropped as soon as it shows (its
-    // writes are held meanwhile); a watcher acts under the kernel lock and only while the
-    // relationship is still registered, so the start-up recovery may run beside it
-    for id in mirrors {
-        watch(&e.inner, &id);
+    Ok(found)
+}
+
+/// Take down every source stack no relationship uses.
+pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
+    for d in i.dm.list()? {
+        let Some(obj) = names::real_object(&d.name) else {
+            continue;
+        };
+        let in_use = i
+            .rels
+            .lock()
+            .unwrap()
+            .values()
+            .any(|r| r.source_name == obj);
+        if in_use {
+            continue;
+        }
+        let shim = names::shim(&obj)?;
+        if i.dm.info(&shim)?.is_none() {
+            continue;
+        }
+        let st = Stack {
+            raw: adopt::raw_under(i, &d.name)?,
+            sectors: crate::dm::table_length(&i.dm.table(&d.name)?),
+            shim,
+            real: d.name.clone(),
+        };
+        if let Err(e) = stack::collapse_if_unused(i, &st, false) {
+            warn!(device = %d.name, error = %e, "cannot take down an unused source stack");
+        }
     }
-    Ok(resume_clones)
+    Ok(())
+}
+
+/// Let each rediscovered relationship's copy type follow it again.
+pub(crate) fn resume_all(e: &Engine, ids: &[String]) -> Result<()> {
+    for id in ids {
+        if let Some(rel) = e.inner.relationship(id) {
+            rel.lifecycle().resume(e, &rel)?;
+        }
+    }
+    Ok(())
 }

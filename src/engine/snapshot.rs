@@ -1,120 +1,310 @@
-//! CopyType 4 UnSyncAssoc: a point-in-time copy. The source's shim becomes `snapshot-origin`
-//! and the target's shim becomes a persistent `snapshot` whose COW store is the target's own
-//! device; the target backstore then serves the image of the moment of the switch. Done at
-//! return (0), no job.
+//! CopyType 4 UnSyncAssoc: a point-in-time copy. The source's shim is `snapshot-origin` over
+//! its real device (see [`super::stack`]) and the target's shim becomes a persistent
+//! `snapshot` of that real device whose COW store is the target's own disk; the target
+//! backstore then serves the image of the moment it was taken. Done at return (0), no job. A
+//! source may have any number of them, each with its own moment; every write to the source
+//! copies the chunk it overwrites into each snapshot that still shares it.
 //!
 //! The COW store needs room for changed chunks plus its metadata (one 4 KiB metadata chunk
 //! per 256 data chunks, plus a header): a target of at least source × 257/256 + 16 KiB never
 //! overflows. A smaller one overflows once enough of the source is rewritten; the snapshot
 //! then turns Invalid, the relationship is reported Broken and the source is unaffected.
+//!
+//! Restore (ModifySynchronization 5) merges the snapshot back: the origin becomes
+//! `snapshot-merge`, which takes the snapshot's COW store over from it (the kernel's
+//! handover) and copies every chunk back onto the source while the LUN keeps serving: reads
+//! see the snapshot's image from the first moment, and the other snapshots of the source keep
+//! theirs (the merge writes through the origin's copy-on-write like any other write). A job
+//! follows the merge from the kernel's count of chunks left; when none are left the origin is
+//! `snapshot-origin` again, the relationship has ended and the target is free (its disk holds
+//! the spent COW store, not an image).
 
 use super::plan::Plan;
-use super::relationship::{self, Relationship};
-use super::{adopt, Attached, Element, Engine, Inner};
-use crate::dm::{SnapshotOriginParams, SnapshotParams, TableLine, Target};
+use super::relationship::{self, Lifecycle, Relationship};
+use super::{adopt, stack, Attached, Element, Engine, Inner};
+use crate::dm::{DmName, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
-use crate::service::CopyType;
+use crate::jobs::{JobCtx, JobSpec, JobStop};
+use crate::service::{operation, CopyType, RelationshipView, SyncState};
+use tracing::{info, warn};
 
-fn origin_table(rel: &Relationship) -> Vec<TableLine> {
-    vec![TableLine {
-        start: 0,
-        length: rel.sectors,
-        target: Target::SnapshotOrigin(SnapshotOriginParams {
-            device: rel.src_raw.clone(),
-        }),
-    }]
+pub(crate) struct Snapshot;
+
+fn params(i: &Inner, rel: &Relationship) -> Result<SnapshotParams> {
+    Ok(SnapshotParams {
+        origin: i.devno(&rel.real)?,
+        cow: rel.tgt_raw.clone(),
+        persistent: true,
+        chunk_size: i.opts.snapshot_chunk,
+    })
 }
 
-fn snapshot_table(i: &Inner, rel: &Relationship) -> Vec<TableLine> {
-    vec![TableLine {
-        start: 0,
-        length: rel.sectors,
-        target: Target::Snapshot(SnapshotParams {
-            origin: rel.src_raw.clone(),
-            cow: rel.tgt_raw.clone(),
-            persistent: true,
-            chunk_size: i.opts.snapshot_chunk,
-        }),
-    }]
+fn snapshot_table(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
+    Ok(vec![TableLine::new(
+        0,
+        rel.sectors,
+        Target::Snapshot(params(i, rel)?),
+    )])
 }
 
-/// With the source suspended: the target becomes a fresh snapshot (COW header zeroed first),
-/// then the source resumes as snapshot-origin. Undone step by step on failure.
-fn take_snapshot<'a>(i: &'a Inner, rel: &Relationship, p: &mut Plan<'a>) -> Result<()> {
+/// Suspend the source's origin as a step of `p` (undone by resuming it): snapshots are added
+/// and removed only while no write is between the origin and its snapshots.
+fn suspend_origin_step<'a>(i: &'a Inner, rel: &Relationship, p: &mut Plan<'a>) -> Result<()> {
     let src = rel.src_shim.clone();
-    let tgt = rel.tgt_shim.clone();
     p.step(
         format!("suspend {src}"),
-        || i.dm.suspend(&src, false, i.opts.suspend_timeout),
-        {
-            let src = src.clone();
-            move || i.dm.resume(&src)
-        },
-    )?;
-    // the target is on linear here: its first chunk is the COW header
-    p.last(|| i.zero_head(&tgt, (i.opts.snapshot_chunk * 512) as usize))?;
-    let snap = snapshot_table(i, rel);
-    let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
-    p.step(
-        format!("load snapshot on {tgt}"),
-        || i.swap_table(&tgt, &snap),
-        {
-            let tgt = tgt.clone();
-            move || i.swap_table(&tgt, &back)
-        },
-    )?;
-    let origin = origin_table(rel);
-    p.step(
-        format!("load snapshot-origin on {src}"),
-        || i.dm.load(&src, &origin),
-        {
-            let src = src.clone();
-            move || i.dm.clear(&src)
-        },
-    )?;
-    p.last(|| i.dm.resume(&src))
+        || i.dm.suspend(&rel.src_shim, false, i.opts.suspend_timeout),
+        move || i.dm.resume(&src),
+    )
 }
 
-pub(crate) fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
-    let i = &*e.inner;
-    let rel = Plan::new("attach UnSyncAssoc").run(|p| {
-        let sb = adopt::adopt_step(i, &src, p)?;
-        let tb = adopt::adopt_step(i, &tgt, p)?;
-        let rel = Relationship::new(CopyType::UnSyncAssoc, &sb, &tb)?;
-        relationship::create_tag_step(i, &rel, p)?;
-        take_snapshot(i, &rel, p)?;
-        Ok(rel)
-    })?;
-    let mut rel = rel;
-    rel.when_synced = Some(relationship::now_secs());
-    let id = rel.id.clone();
-    relationship::register(i, rel);
-    Ok(Attached {
-        code: ReturnCode::Completed,
-        job: None,
-        relationship: Some(id),
+/// With the origin suspended: the target becomes a fresh snapshot (COW header zeroed first),
+/// then the origin resumes. Undone step by step on failure.
+fn take_snapshot<'a>(i: &'a Inner, rel: &Relationship, p: &mut Plan<'a>) -> Result<()> {
+    suspend_origin_step(i, rel, p)?;
+    // the target is on linear here: its first chunk is the COW header
+    p.last(|| i.zero_head(&rel.tgt_shim, (i.opts.snapshot_chunk * 512) as usize))?;
+    let snap = snapshot_table(i, rel)?;
+    let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
+    let tgt = rel.tgt_shim.clone();
+    p.step(
+        format!("load snapshot on {tgt}"),
+        || i.swap_table(&rel.tgt_shim, &snap),
+        move || i.swap_table(&tgt, &back),
+    )?;
+    p.last(|| i.dm.resume(&rel.src_shim))
+}
+
+/// With the origin suspended, the target back on `linear`: the snapshot is gone.
+fn drop_snapshot(i: &Inner, rel: &Relationship) -> Result<()> {
+    Plan::new(format!("drop snapshot {}", rel.id)).run(|p| {
+        suspend_origin_step(i, rel, p)?;
+        p.last(|| {
+            i.swap_table(
+                &rel.tgt_shim,
+                &Inner::linear(&rel.tgt_raw, rel.target_sectors),
+            )
+        })?;
+        p.last(|| i.dm.resume(&rel.src_shim))
     })
+}
+
+/// The COW store the source's origin is merging, if it is merging one.
+fn merging_store(i: &Inner, src_shim: &DmName) -> Result<Option<String>> {
+    Ok(match i.dm.table(src_shim)?.first().map(|l| &l.target) {
+        Some(Target::SnapshotMerge(m)) => Some(m.cow.clone()),
+        _ => None,
+    })
+}
+
+fn is_restoring(i: &Inner, rel: &Relationship) -> Result<bool> {
+    Ok(merging_store(i, &rel.src_shim)?.as_deref() == Some(rel.tgt_raw.as_str()))
+}
+
+/// The merge's status line on the origin.
+fn merge_status(i: &Inner, rel: &Relationship) -> Result<SnapshotStatus> {
+    let st = i.dm.status(&rel.src_shim)?;
+    let line = st
+        .first()
+        .ok_or_else(|| Error::Other(format!("{} has no status", rel.src_shim)))?;
+    SnapshotStatus::parse(&line.params)
+}
+
+/// Data sectors the merge still has to copy back (what is allocated beyond the metadata).
+fn left_to_merge(s: &SnapshotStatus) -> Option<u64> {
+    match s {
+        SnapshotStatus::Active { used, metadata, .. } => Some(used.saturating_sub(*metadata)),
+        _ => None,
+    }
+}
+
+/// Who is logged in through the LUNs that export `element`, as `INITIATOR (LUN path)`.
+fn sessions_on(i: &Inner, element_name: &str) -> Result<Vec<String>> {
+    let so = i.cfs.find_storage_object("block", element_name)?;
+    let exports = i.cfs.exports_of(&so)?;
+    let mut out = Vec::new();
+    for e in &exports {
+        for who in i.cfs.sessions(&e.tpg)? {
+            out.push(format!(
+                "{who} ({}/{}/tpgt_{}/lun_{})",
+                e.fabric, e.wwn, e.tpg_tag, e.lun
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// ModifySynchronization Restore: start merging the snapshot back into its source, followed
+/// by a job.
+fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
+    let i = &*e.inner;
+    if let Some(cow) = merging_store(i, &rel.src_shim)? {
+        return Err(Error::InUse(format!(
+            "{} is already being restored from the snapshot on {cow}; wait for that job",
+            rel.source
+        )));
+    }
+    let snap = i.dm.status(&rel.tgt_shim)?;
+    let valid = snap
+        .first()
+        .filter(|l| l.target_type == "snapshot")
+        .map(|l| SnapshotStatus::parse(&l.params))
+        .transpose()?
+        .is_some_and(|s| s.is_valid());
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "snapshot {} holds no valid image (see its relationship's state); nothing to \
+             restore",
+            rel.id
+        )));
+    }
+    let tgt_so = i.cfs.find_storage_object("block", &rel.target_name)?;
+    if let Some(x) = i.cfs.exports_of(&tgt_so)?.first() {
+        return Err(Error::InUse(format!(
+            "snapshot {} is exported through {}/{}/tpgt_{}/lun_{}: a restore consumes its image, \
+             remove that LUN first",
+            rel.target, x.fabric, x.wwn, x.tpg_tag, x.lun
+        )));
+    }
+    let sessions = sessions_on(i, &rel.source_name)?;
+    if !sessions.is_empty() && !force {
+        return Err(Error::InUse(format!(
+            "initiators are logged in to {}: {}; the LUN's contents would change under them. \
+             Log them out (or stop their I/O and unmount) and retry, or force it",
+            rel.source,
+            sessions.join(", ")
+        )));
+    }
+    if !sessions.is_empty() {
+        warn!(relationship = %rel.id, sessions = %sessions.join(", "), "restore forced with initiators logged in");
+    }
+    let merge = vec![TableLine::new(
+        0,
+        rel.sectors,
+        Target::SnapshotMerge(params(i, rel)?),
+    )];
+    Plan::new(format!("restore {}", rel.id)).run(|p| {
+        // the handover needs the snapshot suspended when the merge resumes
+        let tgt = rel.tgt_shim.clone();
+        p.step(
+            format!("suspend {tgt}"),
+            || i.dm.suspend(&rel.tgt_shim, false, i.opts.suspend_timeout),
+            move || i.dm.resume(&tgt),
+        )?;
+        suspend_origin_step(i, rel, p)?;
+        let src = rel.src_shim.clone();
+        p.step(
+            format!("load snapshot-merge on {src}"),
+            || i.dm.load(&rel.src_shim, &merge),
+            move || i.dm.clear(&src),
+        )?;
+        p.last(|| i.dm.resume(&rel.src_shim))
+    })?;
+    info!(relationship = %rel.id, device = %rel.src_shim, "merging the snapshot back into its source");
+    // the snapshot handed its store over and is invalid now: its LUN-less backstore reads
+    // errors until the merge is done, rather than a store that is being emptied
+    let error = vec![TableLine::new(0, rel.target_sectors, Target::Error)];
+    if let Err(err) =
+        i.dm.load(&rel.tgt_shim, &error)
+            .and_then(|_| i.dm.resume(&rel.tgt_shim))
+    {
+        warn!(device = %rel.tgt_shim, error = %err, "cannot park the spent snapshot on an error table");
+    }
+    let job = start_restore_job(e, rel)?;
+    Ok(Attached {
+        code: ReturnCode::JobStarted,
+        job: Some(job),
+        relationship: Some(rel.id.clone()),
+    })
+}
+
+fn start_restore_job(e: &Engine, rel: &Relationship) -> Result<String> {
+    let spec = JobSpec {
+        name: format!(
+            "restore {} from snapshot {} (CopyType 4)",
+            rel.source, rel.target
+        ),
+        source: rel.target.clone(),
+        target: rel.source.clone(),
+        copy_type: CopyType::UnSyncAssoc.value(),
+        relationship: Some(rel.id.clone()),
+        unstoppable: Some(format!(
+            "a restore cannot be stopped: {} already holds part of the snapshot's image and \
+             the snapshot has handed its store over",
+            rel.source
+        )),
+    };
+    let e2 = e.clone();
+    let id = rel.id.clone();
+    let mut rels = e.inner.rels.lock().unwrap();
+    let job = e
+        .inner
+        .jobs
+        .submit(spec, move |ctx| follow_merge(&e2, &id, ctx));
+    if let Some(r) = rels.get_mut(&rel.id) {
+        r.job = Some(job.clone());
+    }
+    Ok(job)
+}
+
+fn follow_merge(e: &Engine, rel_id: &str, ctx: &JobCtx) -> std::result::Result<(), JobStop> {
+    let i = &*e.inner;
+    let mut first: Option<u64> = None;
+    let mut event = None;
+    loop {
+        let rel = i
+            .relationship(rel_id)
+            .ok_or_else(|| Error::Other(format!("relationship {rel_id} was removed")))?;
+        let status = merge_status(i, &rel)?;
+        let Some(left) = left_to_merge(&status) else {
+            return Err(JobStop::Failed(Error::kernel(
+                "merge the snapshot into",
+                rel.src_shim.to_string(),
+                format!(
+                    "the merge reports {status:?}; {} is partly restored",
+                    rel.source
+                ),
+            )));
+        };
+        let from = *first.get_or_insert(left);
+        if left == 0 {
+            let _k = i.kernel_lock();
+            finish_merge(i, &rel)?;
+            ctx.set_percent(100);
+            return Ok(());
+        }
+        let done = from.saturating_sub(left);
+        ctx.set_percent(
+            (done * 100)
+                .checked_div(from)
+                .map_or(0, |p| p.min(99) as u16),
+        );
+        let current = match event {
+            Some(ev) => ev,
+            None => i.dm.info(&rel.src_shim)?.map(|d| d.event_nr).unwrap_or(0),
+        };
+        event = Some(i.dm.wait_event(&rel.src_shim, current, i.opts.poll_interval)?);
+    }
+}
+
+/// Every chunk is back on the source: the origin is `snapshot-origin` again, the target back
+/// on `linear`, the relationship ends.
+fn finish_merge(i: &Inner, rel: &Relationship) -> Result<()> {
+    let origin = rel.stack().origin_table(i)?;
+    i.swap_table(&rel.src_shim, &origin)?;
+    let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
+    i.swap_table(&rel.tgt_shim, &back)?;
+    info!(relationship = %rel.id, "restore complete: the source holds the snapshot's image");
+    relationship::forget(i, rel)
 }
 
 /// ModifySynchronization Resync on a snapshot: a new point in time (the old image is
 /// discarded).
-pub(crate) fn refresh(e: &Engine, rel: &Relationship) -> Result<Attached> {
+fn refresh(e: &Engine, rel: &Relationship) -> Result<Attached> {
     let i = &*e.inner;
-    Plan::new("refresh snapshot")
-        .run(|p| {
-            let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
-            let src = rel.src_shim.clone();
-            p.step(
-                format!("suspend {src}"),
-                || i.dm.suspend(&rel.src_shim, false, i.opts.suspend_timeout),
-                move || i.dm.resume(&src),
-            )?;
-            // drop the old snapshot: the target back on linear, then a new one from there
-            p.last(|| i.swap_table(&rel.tgt_shim, &back))?;
-            p.last(|| i.dm.resume(&rel.src_shim))?;
-            Ok(())
-        })
-        .map_err(|e| Error::kernel("refresh snapshot", rel.id.clone(), e))?;
+    drop_snapshot(i, rel).map_err(|e| Error::kernel("refresh snapshot", rel.id.clone(), e))?;
     Plan::new("refresh snapshot").run(|p| take_snapshot(i, rel, p))?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
         r.when_synced = Some(relationship::now_secs());
@@ -124,4 +314,123 @@ pub(crate) fn refresh(e: &Engine, rel: &Relationship) -> Result<Attached> {
         job: None,
         relationship: Some(rel.id.clone()),
     })
+}
+
+impl Lifecycle for Snapshot {
+    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+        let i = &*e.inner;
+        let mut rel = Plan::new("attach UnSyncAssoc").run(|p| {
+            let sb = adopt::adopt_step(i, &src, p)?;
+            let tb = adopt::adopt_step(i, &tgt, p)?;
+            let rel = Relationship::new(CopyType::UnSyncAssoc, &sb, &tb)?;
+            relationship::create_tag_step(i, &rel, p)?;
+            stack::ensure_step(i, &sb, p)?;
+            take_snapshot(i, &rel, p)?;
+            Ok(rel)
+        })?;
+        rel.when_synced = Some(relationship::now_secs());
+        let id = rel.id.clone();
+        relationship::register(i, rel);
+        Ok(Attached {
+            code: ReturnCode::Completed,
+            job: None,
+            relationship: Some(id),
+        })
+    }
+
+    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, force: bool) -> Result<Attached> {
+        if is_restoring(&e.inner, rel)? {
+            return Err(Error::InUse(format!(
+                "snapshot {} is being merged back into {}; wait for the restore to finish",
+                rel.id, rel.source
+            )));
+        }
+        match op {
+            operation::RESYNC => refresh(e, rel),
+            operation::RESTORE => restore(e, rel, force),
+            _ => Err(Error::NotSupported(format!(
+                "operation {op} is not supported for UnSyncAssoc relationships (Resync takes a \
+                 new point in time, Restore rolls the source back, Detach ends it)"
+            ))),
+        }
+    }
+
+    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
+        if is_restoring(i, rel)? {
+            return Err(Error::InUse(format!(
+                "snapshot {} is being merged back into {}; it ends by itself when the restore \
+                 is done",
+                rel.id, rel.source
+            )));
+        }
+        drop_snapshot(i, rel)?;
+        relationship::forget(i, rel)
+    }
+
+    fn live_state(
+        &self,
+        i: &Inner,
+        rel: &Relationship,
+        v: &mut RelationshipView,
+    ) -> Result<SyncState> {
+        if is_restoring(i, rel)? {
+            let s = merge_status(i, rel)?;
+            if let SnapshotStatus::Active { used, total, .. } = s {
+                v.cow_used_sectors = Some(used);
+                v.cow_total_sectors = Some(total);
+                v.progress_status = Some(format!(
+                    "restoring {}: {} sectors left to merge back",
+                    rel.source,
+                    left_to_merge(&s).unwrap_or(0)
+                ));
+                return Ok(SyncState::RestoreInProgress);
+            }
+            v.progress_status = Some(format!(
+                "the restore of {} failed ({s:?}): it is partly restored",
+                rel.source
+            ));
+            return Ok(SyncState::Broken);
+        }
+        let st = i.dm.status(&rel.tgt_shim)?;
+        let line = st
+            .first()
+            .ok_or_else(|| Error::Other(format!("{} has no status", rel.tgt_shim)))?;
+        if line.target_type != "snapshot" {
+            v.progress_status = Some(format!("{} is not a snapshot any more", rel.tgt_shim));
+            return Ok(SyncState::Broken);
+        }
+        Ok(match SnapshotStatus::parse(&line.params)? {
+            SnapshotStatus::Active { used, total, .. } => {
+                v.cow_used_sectors = Some(used);
+                v.cow_total_sectors = Some(total);
+                v.percent_synced = 100;
+                v.progress_status = Some("point-in-time image".into());
+                SyncState::Idle
+            }
+            other => {
+                v.progress_status = Some(format!(
+                    "snapshot is {other:?}: the COW store overflowed or failed; the image is \
+                     lost, the source is unaffected"
+                ));
+                SyncState::Broken
+            }
+        })
+    }
+
+    /// A merge the daemon was following goes on in the kernel: follow it to the end.
+    fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
+        if is_restoring(&e.inner, rel)? {
+            info!(relationship = %rel.id, "a restore is in progress: following it again");
+            start_restore_job(e, rel)?;
+        }
+        Ok(())
+    }
+
+    fn replicates_in_real(&self) -> bool {
+        false
+    }
+
+    fn maintained(&self) -> bool {
+        false
+    }
 }

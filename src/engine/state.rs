@@ -283,13 +283,13 @@ fn map_table(
         .collect())
 }
 
-/// A source shim's table reduced to its own device: `linear` over the source's raw device.
+/// A source's replicating table reduced to its own disk: `linear` over the source's raw
+/// device (for a source's real device, or a shim that carries a mirror itself).
 fn source_alone(table: &[TableLine]) -> Option<Vec<TableLine>> {
     let line = table.first()?;
     let raw = match &line.target {
         Target::Mirror(m) => m.legs.first()?.device.clone(),
         Target::Raid(r) => r.devices.first()?.data.clone(),
-        Target::SnapshotOrigin(o) => o.device.clone(),
         _ => return None,
     };
     let len = crate::dm::table_length(table);
@@ -318,19 +318,59 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
                 .push((d.name.clone(), format!("saved table: {e}"))),
         }
     }
+    // a source whose copy cannot come back (a disk of it is missing) serves alone
+    let mut alone: BTreeMap<&DmName, String> = BTreeMap::new();
     loop {
         let mut progress = false;
         let mut waiting = Vec::new();
-        for name in std::mem::take(&mut todo) {
+        let pending = std::mem::take(&mut todo);
+        for &name in &pending {
+            // an origin comes after every snapshot of it: a merge resumed before a snapshot
+            // of the same origin exists would not copy its writes into that snapshot
+            let origin = match tables[name].first().map(|l| &l.target) {
+                Some(Target::SnapshotOrigin(o)) => Some(o.device.as_str()),
+                Some(Target::SnapshotMerge(m)) => Some(m.origin.as_str()),
+                _ => None,
+            };
+            let snapshot_waits = origin.is_some_and(|o| {
+                pending.iter().any(|other| {
+                    matches!(tables[other].first().map(|l| &l.target),
+                        Some(Target::Snapshot(sp)) if sp.origin == o)
+                })
+            });
+            if snapshot_waits {
+                waiting.push(name);
+                continue;
+            }
             match map_table(dm, st, &tables[name]) {
                 Ok(mapped) => {
                     dm.create(name, &mapped)?;
                     info!(device = %name, table = %crate::dm::format_table(&mapped).trim_end(), "re-created device");
-                    out.created.push(name.clone());
+                    match alone.remove(name) {
+                        Some(why) => {
+                            warn!(device = %name, reason = %why, "re-created a source alone on linear: its relationship could not be re-created");
+                            out.degraded.push(name.clone());
+                        }
+                        None => out.created.push(name.clone()),
+                    }
                     progress = true;
                 }
                 Err((Some(own), _)) if !out.failed.iter().any(|(n, _)| *n == own) => {
                     waiting.push(name);
+                }
+                Err((None, why)) if !alone.contains_key(name) => {
+                    match source_alone(&tables[name]) {
+                        Some(t)
+                            if names::real_object(name).is_some()
+                                || names::shim_object(name).is_some() =>
+                        {
+                            tables.insert(name, t);
+                            alone.insert(name, why);
+                            waiting.push(name);
+                        }
+                        _ => out.failed.push((name.clone(), why)),
+                    }
+                    progress = true;
                 }
                 Err((_, why)) => {
                     out.failed.push((name.clone(), why));
@@ -352,25 +392,8 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
             break;
         }
     }
-    // a source shim whose relationship could not come back serves its LUN alone
-    let failed = std::mem::take(&mut out.failed);
-    for (name, why) in failed {
-        let alone = tables
-            .get(&name)
-            .filter(|_| names::shim_object(&name).is_some())
-            .and_then(|t| source_alone(t))
-            .and_then(|t| map_table(dm, st, &t).ok());
-        match alone {
-            Some(t) => {
-                dm.create(&name, &t)?;
-                warn!(device = %name, reason = %why, "re-created a source alone on linear: its relationship could not be re-created");
-                out.degraded.push(name);
-            }
-            None => {
-                warn!(device = %name, reason = %why, "device not re-created");
-                out.failed.push((name, why));
-            }
-        }
+    for (name, why) in &out.failed {
+        warn!(device = %name, reason = %why, "device not re-created");
     }
     // the node LIO's saved configuration names (made here where no udev makes it)
     for name in out.created.iter().chain(&out.degraded) {

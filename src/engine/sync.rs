@@ -1,14 +1,18 @@
-//! CopyType 3 Sync: the source's shim becomes a dm `mirror` with the source leg first and
-//! `handle_errors`; a write completes only when both legs have it. A job follows the initial
-//! resync from the kernel's in-sync region count; the relationship stays Synchronized after.
+//! CopyType 3 Sync: the source's real device becomes a dm `mirror` with the source leg first
+//! and `handle_errors`; a write completes only when both legs have it. A job follows the
+//! initial resync from the kernel's in-sync region count; the relationship stays
+//! Synchronized after, and a watcher drops a target leg the kernel marks failed.
 
 use super::plan::Plan;
-use super::relationship::{self, Finish, Relationship};
-use super::{adopt, Attached, Element, Engine, Inner};
-use crate::error::{Result, ReturnCode};
-use crate::service::CopyType;
+use super::relationship::{self, Finish, Lifecycle, Relationship};
+use super::{adopt, stack, Attached, Element, Engine, Inner};
+use crate::error::{Error, Result, ReturnCode};
+use crate::service::{operation, CopyType, RelationshipView, SyncState};
 
-/// Adopt both objects, record the relationship, load the mirror. Rolled back on failure.
+pub(crate) struct SyncMirror;
+
+/// Adopt both objects, record the relationship, build the source's stack and load the mirror
+/// into its real device. Rolled back on failure.
 pub(crate) fn start_mirror(
     e: &Engine,
     ct: CopyType,
@@ -21,26 +25,79 @@ pub(crate) fn start_mirror(
         let tb = adopt::adopt_step(i, tgt, p)?;
         let rel = Relationship::new(ct, &sb, &tb)?;
         relationship::create_tag_step(i, &rel, p)?;
+        stack::ensure_step(i, &sb, p)?;
         let table = relationship::mirror_table(i, &rel);
-        let shim = rel.src_shim.clone();
-        let linear = Inner::linear(&rel.src_raw, rel.sectors);
+        let undo = rel.clone();
         p.step(
-            format!("load mirror on {}", rel.src_shim),
-            || i.swap_table(&rel.src_shim, &table),
-            move || i.swap_table(&shim, &linear),
+            format!("load mirror on {}", rel.real),
+            || i.swap_table(&rel.real, &table),
+            move || relationship::swap_real(i, &undo, &undo.stack().linear()),
         )?;
         Ok(rel)
     })
 }
 
-pub(crate) fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
-    let rel = start_mirror(e, CopyType::Sync, &src, &tgt)?;
-    let id = rel.id.clone();
-    relationship::register(&e.inner, rel);
-    let job = relationship::start_job(e, &id, Finish::Keep, "synchronise")?;
-    Ok(Attached {
-        code: ReturnCode::JobStarted,
-        job: Some(job),
-        relationship: Some(id),
-    })
+/// Fracture and Resync, as the mirror types have them; Restore is not there yet.
+pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: u16) -> Result<Attached> {
+    match op {
+        operation::FRACTURE => {
+            relationship::fracture(e, rel)?;
+            Ok(Attached {
+                code: ReturnCode::Completed,
+                job: None,
+                relationship: Some(rel.id.clone()),
+            })
+        }
+        operation::RESYNC => relationship::resync(e, rel),
+        _ => Err(Error::NotSupported(format!(
+            "operation {op} is not supported for {:?} relationships",
+            rel.copy_type
+        ))),
+    }
+}
+
+impl Lifecycle for SyncMirror {
+    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+        let rel = start_mirror(e, CopyType::Sync, &src, &tgt)?;
+        let id = rel.id.clone();
+        relationship::register(&e.inner, rel);
+        let job = relationship::start_job(e, &id, Finish::Keep, "synchronise")?;
+        Ok(Attached {
+            code: ReturnCode::JobStarted,
+            job: Some(job),
+            relationship: Some(id),
+        })
+    }
+
+    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, _force: bool) -> Result<Attached> {
+        modify_mirror(e, rel, op)
+    }
+
+    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
+        relationship::teardown_mirror(i, rel)
+    }
+
+    fn live_state(
+        &self,
+        i: &Inner,
+        rel: &Relationship,
+        v: &mut RelationshipView,
+    ) -> Result<SyncState> {
+        relationship::mirror_state(i, rel, v)
+    }
+
+    /// A failed leg under a rediscovered mirror must be dropped as soon as it shows (the
+    /// kernel holds its writes meanwhile).
+    fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
+        relationship::watch(&e.inner, &rel.id);
+        Ok(())
+    }
+
+    fn replicates_in_real(&self) -> bool {
+        true
+    }
+
+    fn maintained(&self) -> bool {
+        true
+    }
 }

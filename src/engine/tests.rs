@@ -137,13 +137,15 @@ fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
     assert_eq!(rels[0].copy_type, 3);
     assert!(rels[0].when_synced.is_some());
     // the tables, and the order of the kernel changes
-    let t = w.table_of("so-src");
+    let t = w.table_of("real-src");
     assert!(
         t.contains("mirror core 1 4096 2 8:0 0 8:16 0 1 handle_errors"),
         "{t}"
     );
     assert!(w.table_of("so-tgt").contains("linear 8:16 0"));
-    assert!(w.table_of("rel3-src").contains("0 1 linear 8:16 0"));
+    assert!(w
+        .table_of("rec3-tgt")
+        .contains("0 1 linear 8:16 0\n1 1 linear 8:0 0"));
     let ops: Vec<String> = w
         .sim
         .calls()
@@ -154,10 +156,14 @@ fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
     let want = [
         "Create lio-replica-v1-so-src",
         "Create lio-replica-v1-so-tgt",
-        "Create lio-replica-v1-rel3-src",
+        "Create lio-replica-v1-rec3-tgt",
+        "Create lio-replica-v1-real-src",
         "Suspend lio-replica-v1-so-src",
         "Load lio-replica-v1-so-src",
         "Resume lio-replica-v1-so-src",
+        "Suspend lio-replica-v1-real-src",
+        "Load lio-replica-v1-real-src",
+        "Resume lio-replica-v1-real-src",
     ];
     let got: Vec<&str> = ops
         .iter()
@@ -410,8 +416,18 @@ fn snapshot_is_done_at_return_and_reports_cow_usage() {
     let r = w.attach("block/src", "block/tgt", 4);
     assert_eq!((r.return_value, r.job.as_deref()), (0, None), "{r:?}");
     assert_eq!(r.relationship.as_deref(), Some("src/tgt"));
-    assert!(w.table_of("so-src").contains("snapshot-origin 8:0"));
-    assert!(w.table_of("so-tgt").contains("snapshot 8:0 8:16 P 8"));
+    let real = w
+        .sim
+        .info(&DmName::new("real-src").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
+    assert!(w
+        .table_of("so-src")
+        .contains(&format!("snapshot-origin {}", real.devno())));
+    assert!(w
+        .table_of("so-tgt")
+        .contains(&format!("snapshot {} 8:16 P 8", real.devno())));
     let tgt = DmName::new("so-tgt").unwrap();
     w.sim.set_snapshot_usage(&tgt, 8 * MB).unwrap();
     let v = &w.rels()[0];
@@ -435,7 +451,7 @@ fn snapshot_is_done_at_return_and_reports_cow_usage() {
     assert!(w.rels().is_empty());
     assert!(w
         .sim
-        .info(&DmName::new("rel4-src").unwrap())
+        .info(&DmName::new("rec4-tgt").unwrap())
         .unwrap()
         .is_none());
 }
@@ -467,7 +483,7 @@ fn clone_splits_at_the_end_and_leaves_no_relationship() {
     assert!(w.table_of("so-src").contains("linear 8:0 0"));
     assert!(w
         .sim
-        .info(&DmName::new("rel5-src").unwrap())
+        .info(&DmName::new("rec5-tgt").unwrap())
         .unwrap()
         .is_none());
 }
@@ -479,7 +495,7 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
     let r = w.attach("block/src", "block/tgt", 2);
     assert_eq!(r.return_value, 4096, "{r:?}");
     assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
-    let t = w.table_of("so-src");
+    let t = w.table_of("real-src");
     assert!(t.contains("raid raid1"), "{t}");
     assert!(t.contains("write_mostly 1"), "{t}");
     assert!(t.contains("max_write_behind"), "{t}");
@@ -520,7 +536,7 @@ fn terminate_rolls_the_relationship_back() {
         assert!(w.rels().is_empty());
         assert!(w
             .sim
-            .info(&DmName::new("rel3-src").unwrap())
+            .info(&DmName::new("rec3-tgt").unwrap())
             .unwrap()
             .is_none());
         // the job is over: a second request is refused
@@ -535,7 +551,7 @@ fn leg_failure_breaks_the_relationship_and_the_job() {
     w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
     w.sim
-        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
         .unwrap();
     let j = w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(j.job_state, 10, "{j:?}");
@@ -545,12 +561,12 @@ fn leg_failure_breaks_the_relationship_and_the_job() {
     assert_eq!(w.rels()[0].sync_state, 12);
     // the failed leg is gone: the source alone on linear, entered with a noflush suspend so
     // the writes the mirror held go on to the source
-    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
     let suspend = w
         .sim
         .calls()
         .into_iter()
-        .rfind(|c| c.op == SimOp::Suspend && c.name.ends_with("so-src"))
+        .rfind(|c| c.op == SimOp::Suspend && c.name.ends_with("real-src"))
         .unwrap();
     assert_eq!(suspend.detail, "noflush");
     assert_eq!(
@@ -575,7 +591,7 @@ fn fracture_and_resync() {
         0
     );
     assert_eq!(w.rels()[0].sync_state, 13);
-    assert!(w.table_of("so-src").contains("linear"));
+    assert!(w.table_of("real-src").contains("linear"));
     // fracturing twice is invalid
     assert_eq!(
         w.engine.modify_synchronization("src/tgt", 3).return_value,
@@ -629,12 +645,12 @@ fn a_copy_in_progress_is_finished_by_a_new_daemon() {
     assert_eq!(r.return_value, 4096);
     w.sim.fail_next(
         SimOp::Status,
-        Some("so-src"),
+        Some("real-src"),
         Error::Other("the daemon died".into()),
     );
     let j1 = w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(j1.job_state, 10, "{j1:?}");
-    assert!(w.table_of("so-src").contains("mirror"));
+    assert!(w.table_of("real-src").contains("mirror"));
     let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
     w.sim.set_sync_step(SyncStep::Percent(50));
     let jobs = e2.jobs().list();
@@ -671,17 +687,30 @@ fn conflicting_attaches_exactly_one_wins() {
 
 #[test]
 fn element_in_a_relationship_is_in_use() {
-    let w = World::new(&[64 * MB, 64 * MB, 64 * MB]);
+    let w = World::new(&[64 * MB; 4]);
     exported_pair(&w);
     w.iblock("t2", 2);
+    w.iblock("t3", 3);
     assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
-    let r = w.attach("block/src", "block/t2", 3);
+    // a target is in one relationship
+    let r = w.attach("block/t2", "block/tgt", 3);
     assert_eq!(r.return_value, 6);
     assert!(r
         .description
         .unwrap()
-        .contains("already in relationship src/tgt"));
-    assert_eq!(w.attach("block/t2", "block/tgt", 3).return_value, 6);
+        .contains("target /backstores/block/tgt is already in relationship src/tgt"));
+    // no cascading: a replica is not a source
+    let r = w.attach("block/tgt", "block/t2", 4);
+    assert_eq!(r.return_value, 6);
+    assert!(r.description.unwrap().contains("no cascading"));
+    // one mirror beside the snapshots, not two
+    assert_eq!(w.attach("block/src", "block/t2", 3).return_value, 4096);
+    let r = w.attach("block/src", "block/t3", 5);
+    assert_eq!(r.return_value, 6);
+    assert!(r
+        .description
+        .unwrap()
+        .contains("already replicated by relationship src/t2"));
     // a job still copying keeps ModifySynchronization off
     let w = World::new(&[64 * MB, 64 * MB]);
     exported_pair(&w);
@@ -713,7 +742,8 @@ const CRASH_POINTS: &[&str] = &[
     "enable ",
     "adopt /backstores/block/src",
     "adopt /backstores/block/tgt",
-    "create lio-replica-v1-rel",
+    "create lio-replica-v1-rec",
+    "create lio-replica-v1-real",
     "create lio-replica-v1-meta0",
     "create lio-replica-v1-meta1",
     "load mirror",
@@ -822,10 +852,10 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
     assert_eq!(w.rels()[0].sync_state, 6);
     // no job follows the mirror any more: the watcher reacts
     w.sim
-        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
         .unwrap();
     eventually("the failed leg dropped", || {
-        w.table_of("so-src").contains("linear 8:0 0")
+        w.table_of("real-src").contains("linear 8:0 0")
     });
     let v = &w.rels()[0];
     assert_eq!(v.sync_state, 12, "{v:?}");
@@ -835,7 +865,7 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
         "{why}"
     );
     // the record keeps it broken across a daemon restart
-    assert!(w.table_of("rel3-src").contains("1 1 error"));
+    assert!(w.table_of("rec3-tgt").contains("2 1 error"));
     let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
     assert_eq!(e2.relationships().unwrap()[0].sync_state, 12);
     drop(e2);
@@ -849,14 +879,14 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
     assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
     let v = &w.rels()[0];
     assert_eq!(v.sync_state, 6, "{v:?}");
-    assert!(w.table_of("so-src").contains("mirror"));
-    assert!(!w.table_of("rel3-src").contains("error"));
+    assert!(w.table_of("real-src").contains("mirror"));
+    assert!(!w.table_of("rec3-tgt").contains("error"));
     // and a second failure is caught again
     w.sim
-        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
         .unwrap();
     eventually("the failed leg dropped again", || {
-        w.table_of("so-src").contains("linear 8:0 0")
+        w.table_of("real-src").contains("linear 8:0 0")
     });
     assert_eq!(w.rels()[0].sync_state, 12);
     assert_eq!(
@@ -875,18 +905,18 @@ fn resync_of_a_mirror_still_holding_a_failed_leg() {
     // the job cannot drop the leg: the kernel refuses the suspend
     w.sim.fail_next(
         SimOp::Suspend,
-        Some("so-src"),
-        Error::kernel("suspend", "so-src", "EIO"),
+        Some("real-src"),
+        Error::kernel("suspend", "real-src", "EIO"),
     );
     w.sim
-        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
         .unwrap();
     let j = w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(j.job_state, 10, "{j:?}");
     assert!(j.error_description.unwrap().contains("EIO"));
-    assert!(w.table_of("so-src").contains("mirror"));
+    assert!(w.table_of("real-src").contains("mirror"));
     // the mark was rolled back with the failed drop
-    assert!(!w.table_of("rel3-src").contains("error"));
+    assert!(!w.table_of("rec3-tgt").contains("error"));
     assert_eq!(w.rels()[0].sync_state, 12);
     w.sim.set_sync_step(SyncStep::Percent(50));
     w.sim.clear_calls();
@@ -898,7 +928,7 @@ fn resync_of_a_mirror_still_holding_a_failed_leg() {
         .sim
         .calls()
         .iter()
-        .filter(|c| c.ok && c.name.ends_with("so-src"))
+        .filter(|c| c.ok && c.name.ends_with("real-src"))
         .map(|c| format!("{:?} {}", c.op, c.detail.lines().next().unwrap_or("")))
         .collect();
     assert_eq!(
@@ -924,7 +954,7 @@ fn a_failed_copy_rolls_the_source_back() {
     w.sim.set_sync_step(SyncStep::Percent(0)); // the copy waits for the failure
     let r = w.attach("block/src", "block/tgt", 5);
     w.sim
-        .set_leg_failed(&DmName::new("so-src").unwrap(), 1)
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
         .unwrap();
     let j = w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(j.job_state, 10, "{j:?}");
@@ -934,7 +964,7 @@ fn a_failed_copy_rolls_the_source_back() {
     assert!(w.table_of("so-src").contains("linear 8:0 0"));
     assert!(w
         .sim
-        .info(&DmName::new("rel5-src").unwrap())
+        .info(&DmName::new("rec5-tgt").unwrap())
         .unwrap()
         .is_none());
 }
@@ -994,7 +1024,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     rels.sort();
     assert_eq!(rels, vec![("a/b".into(), 4), ("src/tgt".into(), 3)]);
     // the mirror's legs are the same disks under their new numbers, source first
-    let mirror = crate::dm::format_table(&sim.table(&DmName::new("so-src").unwrap()).unwrap());
+    let mirror = crate::dm::format_table(&sim.table(&DmName::new("real-src").unwrap()).unwrap());
     let legs = format!("2 {new_d0} 0 {} 0", devno(&sim, 1));
     assert!(mirror.contains(&legs), "{mirror} lacks {legs}");
     // the exported source is back in LIO on its shim, with its identity, LUN and mapping
@@ -1068,7 +1098,7 @@ fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
     // nothing was made for the target: not its shim, not its record, not its storage object
     assert!(sim.info(&DmName::new("so-tgt").unwrap()).unwrap().is_none());
     assert!(sim
-        .info(&DmName::new("rel3-src").unwrap())
+        .info(&DmName::new("rec3-tgt").unwrap())
         .unwrap()
         .is_none());
     assert!(matches!(

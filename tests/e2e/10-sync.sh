@@ -23,7 +23,7 @@ lr --json relationships > /tmp/rels.json
 cat /tmp/rels.json >&9
 check '[ "$(jfield CopyType < /tmp/rels.json)" = 3 ]' "relationship CopyType 3"
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 6 ]' "relationship Synchronized (6)"
-check 'shim_table src | grep -q " mirror "' "the source is served by a dm mirror: $(shim_table src)"
+check 'real_table src | grep -q " mirror "' "the source is served by a dm mirror: $(real_table src)"
 REL=$(jfield InstanceID < /tmp/rels.json)
 
 sleep 3                            # the writer keeps rewriting its slots on the mirror

@@ -16,7 +16,7 @@ serve_pair "$SRC" "$TGT" "$IQN"
 run lr attach block/src block/tgt --copy-type async --wait > /tmp/attach.out 2>&1
 check '[ $? -eq 0 ]' "attach async --wait exits 0 (initial copy completed)"
 cat /tmp/attach.out >&9
-check 'shim_table src | grep -q " raid raid1 .*write_mostly 1"' "the source is served by dm raid1 with a write-mostly target: $(shim_table src)"
+check 'real_table src | grep -q " raid raid1 .*write_mostly 1"' "the source is served by dm raid1 with a write-mostly target: $(real_table src)"
 lr --json relationships > /tmp/rels.json
 cat /tmp/rels.json >&9
 check '[ "$(jfield CopyType < /tmp/rels.json)" = 2 ]' "relationship CopyType 2"

@@ -16,7 +16,7 @@ wait_for 60 '[ "$(lr --json job "$JOB" | jfield PercentComplete)" -gt 0 ]'
 daemon_kill9
 sleep 3
 check '[ "$(io_errors)" -eq 0 ]' "the LUN serves without error while the daemon is dead"
-check 'shim_table src | grep -q " mirror "' "the kernel keeps the mirror"
+check 'real_table src | grep -q " mirror "' "the kernel keeps the mirror"
 daemon_start
 lr --json relationships > /tmp/rels.json
 cat /tmp/rels.json >&9

@@ -14,7 +14,7 @@ D1=$(disk 1)
 N=$(dev_sectors "$D1")
 MB=$((N / 2048))
 LINEAR="0 $N linear $D1 0"
-REC=lio-replica-v1-rel3-src
+REC=lio-replica-v1-rec3-tgt
 
 # the target's disk behind a dm device of the scenario's own, to make it fail at will
 dmsetup create e2e-tleg --table "$LINEAR" || fail "cannot create e2e-tleg"
@@ -36,7 +36,7 @@ check '[ $? -eq 0 ]' "attach sync --wait exits 0 (job completed)"
 rels
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 6 ]' "relationship Synchronized (6)"
 REL=$(jfield InstanceID < /tmp/rels.json)
-log "mirror status: $(dmsetup status lio-replica-v1-so-src)"
+log "mirror status: $(dmsetup status lio-replica-v1-real-src)"
 IT=$(io_iterations)
 tleg "0 $N error"
 wait_for 30 'rels; [ "$(jfield SyncState < /tmp/rels.json)" = 12 ]'
@@ -45,7 +45,7 @@ check '[ "$(jfield SyncState < /tmp/rels.json)" = 12 ]' "relationship Broken (12
 # (jfield stops at a comma: read the reason with grep)
 check 'grep -q "\"ProgressStatus\": \"mirror leg 1 .* failed: health AD; .*dropped" /tmp/rels.json' \
   "ProgressStatus gives the reason (leg 1 failed, health AD, dropped)"
-check 'shim_table src | grep -q " linear "' "the failed leg was dropped: $(shim_table src)"
+check 'real_table src | grep -q " linear "' "the failed leg was dropped: $(real_table src)"
 check 'dmsetup table "$REC" | grep -q " error"' "the relationship record is marked broken"
 grep -E 'failed target leg dropped|dm suspend.*so-src' "$LR_LOG" | tail -n 3 >&9
 WANT=$((IT + 16))
@@ -63,7 +63,7 @@ wait_for 120 '[ "$(job_state)" -ge 7 ]'
 check '[ "$(job_state)" = 7 ]' "the resync job completed"
 rels
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 6 ]' "relationship Synchronized (6) again"
-check 'shim_table src | grep -q " mirror "' "the source is on a mirror again: $(shim_table src)"
+check 'real_table src | grep -q " mirror "' "the source is on a mirror again: $(real_table src)"
 check '! dmsetup table "$REC" | grep -q " error"' "the broken mark is cleared"
 sleep 2
 io_stop
@@ -84,7 +84,7 @@ check '[ -n "$JOB" ] && [ "$JOB" != null ]' "a job started: $JOB"
 wait_for 60 '[ "$(lr --json job "$JOB" | jfield PercentComplete)" -gt 0 ]'
 lr --json job "$JOB" > /tmp/job.json
 check '[ "$(jfield JobState < /tmp/job.json)" = 4 ]' "job running at $(jfield PercentComplete < /tmp/job.json) %"
-log "mirror status: $(dmsetup status lio-replica-v1-so-src)"
+log "mirror status: $(dmsetup status lio-replica-v1-real-src)"
 IT=$(io_iterations)
 tleg "0 $N error"
 wait_for 60 '[ "$(job_state)" -ge 7 ]'
@@ -95,7 +95,7 @@ check 'grep -q "\"ErrorDescription\": \".*broken: mirror leg 1 .* failed: health
   "ErrorDescription names the failure"
 rels
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 12 ]' "relationship Broken (12)"
-check 'shim_table src | grep -q " linear "' "the failed leg was dropped: $(shim_table src)"
+check 'real_table src | grep -q " linear "' "the failed leg was dropped: $(real_table src)"
 WANT=$((IT + 8))
 wait_for 30 '[ "$(io_iterations)" -ge "$WANT" ]'
 check '[ "$(io_iterations)" -ge "$WANT" ]' "the initiator keeps writing after the failure ($IT -> $(io_iterations) writes)"
@@ -104,7 +104,7 @@ check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
 check 'io_verify "$SD"' "the LUN serves the writer's data"
 run lr detach "$REL"
 check '[ $? -eq 0 ]' "detach of the broken relationship exits 0"
-check 'shim_table src | grep -q " linear "' "the source stays on linear"
+check 'real_table src | grep -q " linear "' "the source stays on linear"
 check '! dmsetup info "$REC" >/dev/null 2>&1' "the relationship record is gone"
 log "kernel messages:"
 dmesg | grep -iE 'mirror|raid1|device-mapper|I/O error|blk_update' | tail -n 20 >&9

@@ -96,14 +96,16 @@ check '[ "$(devno "$SRC")" != "" ]' "disk 0 is $SRC ($(devno "$SRC")) at this bo
 run lio-replica restore-devices --state-dir "$STATE" > /tmp/restore.out 2>&1
 check '[ $? -eq 0 ]' "restore-devices exits 0"
 cat /tmp/restore.out >&9
-check 'lr_table so-src | grep -q " mirror "' "src is on a mirror again: $(lr_table so-src)"
+check 'lr_table real-src | grep -q " mirror "' "src is on a mirror again: $(lr_table real-src)"
 LEGS="2 $(devno "$SRC") 0 $(devno "$TGT") 0"
-check 'lr_table so-src | grep -q "$LEGS"' "... whose legs are disk 0 then disk 1 under their new numbers ($LEGS)"
-check 'lr_table so-a | grep -q " snapshot-origin $(devno "$A")"' "a is a snapshot-origin on disk 2"
-check 'lr_table so-b | grep -q " snapshot $(devno "$A") $(devno "$B") P "' "b is the persistent snapshot of disk 2 in disk 3"
+check 'lr_table real-src | grep -q "$LEGS"' "... whose legs are disk 0 then disk 1 under their new numbers ($LEGS)"
+check 'lr_table real-a | grep -q " linear $(devno "$A") "' "a's real device is on disk 2"
+REAL_A=$(dmsetup info -c --noheadings -o major,minor --separator : lio-replica-v1-real-a 2>/dev/null | tr -d ' ')
+check 'lr_table so-a | grep -q " snapshot-origin $REAL_A"' "a is a snapshot-origin over it"
+check 'lr_table so-b | grep -q " snapshot $REAL_A $(devno "$B") P "' "b is the persistent snapshot of a in disk 3"
 check 'lr_table so-c | grep -q " linear $(devno "$C") "' "c is back, alone on linear"
 check 'lr_table so-d | grep -q " linear $(devno "$D") "' "d is back, alone on linear"
-check '[ -z "$(lr_table rel3-c)" ]' "the detached relationship has no record"
+check '[ -z "$(lr_table rec3-d)" ]' "the detached relationship has no record"
 check '[ -b "$NODES/lio-replica-v1-so-src" ]' "the source's device node has its stable name"
 run lio-replica restore-devices --state-dir "$STATE" > /tmp/restore2.out 2>&1
 check '[ $? -eq 0 ] && grep -q "0 re-created" /tmp/restore2.out' "a second restore-devices does nothing"

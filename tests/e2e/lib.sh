@@ -479,6 +479,10 @@ jfield() {
 # shim_table NAME: the live table of the daemon's device under storage object NAME
 shim_table() { dmsetup table "lio-replica-v1-so-$1" 2>/dev/null; }
 
+# real_table NAME: the live table of the device under source NAME's snapshot-origin, where its
+# mirror, raid1 or clone lives
+real_table() { dmsetup table "lio-replica-v1-real-$1" 2>/dev/null; }
+
 # vpd_serial SDDEV: the identity the initiator's disk reports: its unit serial page (0x80)
 # and device identification (wwid, from page 0x83), as far as the initiator's kernel shows them
 vpd_serial() {
