@@ -305,6 +305,10 @@ fn adoption_keeps_identity_and_is_idempotent() {
     assert_eq!(w.state(), s1);
 }
 
+fn ids(rels: &[RelationshipView]) -> Vec<String> {
+    rels.iter().map(|r| r.instance_id.clone()).collect()
+}
+
 /// Run `op` in a fresh world once to count the kernel changes, then once per change with a
 /// failure injected there: every run must fail and leave the world exactly as it was.
 fn rollback_at_every_step(
@@ -326,6 +330,7 @@ fn rollback_at_every_step(
             setup(&w);
             w.sim.set_sync_step(SyncStep::Percent(0));
             let before = w.state();
+            let rels_before = ids(&w.rels());
             if kind == "dm" {
                 w.sim.fail_at_call(k as u64);
             } else {
@@ -356,7 +361,7 @@ fn rollback_at_every_step(
                 before,
                 "{kind} step {k}/{steps} left something behind: {r:?}"
             );
-            assert!(w.rels().is_empty());
+            assert_eq!(ids(&w.rels()), rels_before, "{kind} step {k}/{steps}");
         }
     }
 }
@@ -1190,4 +1195,261 @@ fn an_interrupted_rebuild_of_another_boot_is_not_redone_on_a_device_path() {
     let back = w.cfs.find_storage_object("block", "src").unwrap();
     assert_eq!(back.wwn, so.wwn);
     assert!(journal.pending().is_empty());
+}
+
+/// `n` snapshot targets `s0..` on disks 2.. beside `src` (disk 0) and `tgt` (disk 1).
+fn snapshot_targets(w: &World, n: usize) {
+    for k in 0..n {
+        w.iblock(&format!("s{k}"), k + 2);
+    }
+}
+
+#[test]
+fn many_snapshots_and_a_mirror_on_one_source() {
+    let n = 33;
+    let w = World::new(&vec![64 * MB; n + 2]);
+    exported_pair(&w);
+    snapshot_targets(&w, n);
+    // half the snapshots, the mirror, the other half: each snapshot's table stays as it was
+    for k in 0..n / 2 {
+        let r = w.attach("block/src", &format!("block/s{k}"), 4);
+        assert_eq!(r.return_value, 0, "{r:?}");
+    }
+    let before: Vec<String> = (0..n / 2)
+        .map(|k| w.table_of(&format!("so-s{k}")))
+        .collect();
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    for k in n / 2..n {
+        assert_eq!(
+            w.attach("block/src", &format!("block/s{k}"), 4)
+                .return_value,
+            0
+        );
+    }
+    let after: Vec<String> = (0..n / 2)
+        .map(|k| w.table_of(&format!("so-s{k}")))
+        .collect();
+    assert_eq!(before, after);
+    let real = w
+        .sim
+        .info(&DmName::new("real-src").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(w.table_of("real-src").contains("mirror core"));
+    for k in 0..n {
+        assert!(w
+            .table_of(&format!("so-s{k}"))
+            .contains(&format!("snapshot {} ", real.devno())));
+    }
+    let rels = w.rels();
+    assert_eq!(rels.len(), n + 1);
+    assert!(rels
+        .iter()
+        .all(|v| v.sync_state == if v.copy_type == 3 { 6 } else { 11 }));
+    // the element alone is ambiguous; an InstanceID is not
+    let m = w.engine.modify_synchronization("block/src", 2);
+    assert_eq!(m.return_value, 5, "{m:?}");
+    assert!(m.description.unwrap().contains("src/s0, src/s1"));
+    let others = w.state().1;
+    assert_eq!(w.engine.modify_synchronization("src/s3", 2).return_value, 0);
+    assert!(w.table_of("so-s3").contains("linear"));
+    // nothing else changed but s3 and its record
+    let now = w.state().1;
+    let changed: Vec<_> = others.iter().filter(|l| !now.contains(l)).collect();
+    assert!(
+        changed
+            .iter()
+            .all(|l| l.contains("so-s3") || l.contains("rec4-s3")),
+        "{changed:?}"
+    );
+    // the mirror ends, the snapshots stay
+    assert_eq!(
+        w.engine.modify_synchronization("block/tgt", 2).return_value,
+        0
+    );
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
+    assert!(w.table_of("so-src").contains("snapshot-origin"));
+    for k in (0..n).filter(|k| *k != 3) {
+        assert_eq!(
+            w.engine
+                .modify_synchronization(&format!("src/s{k}"), 2)
+                .return_value,
+            0
+        );
+    }
+    assert!(w.rels().is_empty());
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    assert!(w
+        .sim
+        .info(&DmName::new("real-src").unwrap())
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
+    let w = World::new(&[64 * MB; 5]);
+    exported_pair(&w);
+    snapshot_targets(&w, 3);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    let mirror = w.table_of("real-src");
+    w.sim.clear_calls();
+    assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+    // adding the snapshot suspends the origin, never reloads the mirror
+    assert!(!w
+        .sim
+        .calls()
+        .iter()
+        .any(|c| c.ok && c.op == SimOp::Load && c.name.ends_with("real-src")));
+    assert_eq!(w.table_of("real-src"), mirror);
+    // a clone waits for the mirror to go; beside snapshots it runs
+    assert_eq!(w.attach("block/src", "block/s1", 5).return_value, 6);
+    assert_eq!(
+        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        0
+    );
+    let snap = w.table_of("so-s0");
+    let r = w.attach("block/src", "block/s1", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.table_of("so-s0"), snap);
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
+    assert_eq!(w.rels().len(), 1);
+}
+
+/// src exported with a logged-in initiator; snapshots s0 and s1, s0 with 8 MiB changed.
+fn restore_world() -> World {
+    let w = World::new(&[64 * MB; 4]);
+    exported_pair(&w);
+    snapshot_targets(&w, 2);
+    assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+    assert_eq!(w.attach("block/src", "block/s1", 4).return_value, 0);
+    w.sim
+        .set_snapshot_usage(&DmName::new("so-s0").unwrap(), 8 * MB)
+        .unwrap();
+    let tpg = w
+        .cfs
+        .root()
+        .join("iscsi/iqn.2003-01.org.example:src/tpgt_1");
+    std::fs::write(
+        tpg.join("dynamic_sessions"),
+        "iqn.1993-08.org.debian:01:host7\n",
+    )
+    .unwrap();
+    w
+}
+
+fn restore(w: &World, rel: &str, force: bool) -> MethodResult {
+    w.engine
+        .modify(rel, crate::service::operation::RESTORE, force)
+        .map(|a| MethodResult::ok(a.code, a.job, a.relationship))
+        .unwrap_or_else(|e| MethodResult::error(&e))
+}
+
+#[test]
+fn restore_is_refused_with_sessions_or_an_exported_snapshot() {
+    let w = restore_world();
+    let before = w.state();
+    let r = restore(&w, "src/s0", false);
+    assert_eq!(r.return_value, 6, "{r:?}");
+    assert!(r
+        .description
+        .unwrap()
+        .contains("iqn.1993-08.org.debian:01:host7"));
+    let s0 = w.cfs.find_storage_object("block", "s0").unwrap();
+    w.export(&s0, "iqn.2003-01.org.example:s0");
+    let before_export = w.state();
+    let r = restore(&w, "src/s0", true);
+    assert_eq!(r.return_value, 6, "{r:?}");
+    assert!(r.description.unwrap().contains("exported"));
+    assert_eq!(w.state(), before_export);
+    assert_ne!(before, before_export);
+}
+
+#[test]
+fn restore_merges_the_snapshot_back_and_ends_it() {
+    let w = restore_world();
+    w.sim.set_sync_step(SyncStep::Percent(25));
+    let s1 = w.table_of("so-s1");
+    let r = restore(&w, "src/s0", true);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    let job = r.job.unwrap();
+    // a restore cannot be stopped
+    let stop = w.engine.request_state_change(&job, 4);
+    assert!(stop.return_value == 1 || stop.return_value == 5, "{stop:?}");
+    let j = w.wait_job(&job);
+    assert_eq!((j.job_state, j.percent_complete), (7, 100), "{j:?}");
+    let rels = w.rels();
+    assert_eq!(rels.len(), 1, "{rels:?}");
+    assert_eq!(rels[0].instance_id, "src/s1");
+    assert!(w.table_of("so-src").contains("snapshot-origin"));
+    assert!(w.table_of("so-s0").contains("linear 8:32 0"));
+    assert_eq!(w.table_of("so-s1"), s1);
+    assert!(w
+        .sim
+        .info(&DmName::new("rec4-s0").unwrap())
+        .unwrap()
+        .is_none());
+    // the merge went through the origin: snapshot-merge, then snapshot-origin again
+    let loads: Vec<String> = w
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.ok && c.op == SimOp::Load && c.name.ends_with("so-src"))
+        .map(|c| c.detail)
+        .collect();
+    assert!(
+        loads.iter().any(|d| d.contains("snapshot-merge")),
+        "{loads:?}"
+    );
+    assert!(
+        loads.last().unwrap().contains("snapshot-origin"),
+        "{loads:?}"
+    );
+}
+
+#[test]
+fn a_merge_in_progress_is_followed_by_a_new_daemon() {
+    let w = restore_world();
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = restore(&w, "src/s0", true);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    // the first daemon's job dies; the kernel goes on merging
+    w.sim.fail_next(
+        SimOp::Status,
+        Some("so-src"),
+        Error::Other("the daemon died".into()),
+    );
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 10);
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let v = e2.relationships().unwrap();
+    let s0 = v.iter().find(|v| v.instance_id == "src/s0").unwrap();
+    assert_eq!(s0.sync_state, 10, "{s0:?}");
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    let v = e2.relationships().unwrap();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(w.table_of("so-src").contains("snapshot-origin"));
+}
+
+#[test]
+fn rollback_snapshot_beside_a_mirror() {
+    rollback_at_every_step(
+        &[64 * MB; 3],
+        |w| {
+            exported_pair(w);
+            w.iblock("s0", 2);
+            let r = w.attach("block/src", "block/tgt", 3);
+            w.wait_job(r.job.as_ref().unwrap());
+        },
+        |w| w.attach("block/src", "block/s0", 4),
+    );
 }
