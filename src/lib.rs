@@ -6,6 +6,7 @@
 //! [`api`] (JSON-RPC over a Unix socket) -> the CLI in the binary.
 
 pub mod api;
+pub mod cim;
 pub mod cli;
 pub mod configfs;
 pub mod dm;

@@ -4,95 +4,24 @@
 use crate::error::ReturnCode;
 use serde::{Deserialize, Serialize};
 
-/// CIM_ConcreteJob.JobState values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JobState {
-    New = 2,
-    Starting = 3,
-    Running = 4,
-    Suspended = 5,
-    Completed = 7,
-    Terminated = 8,
-    Killed = 9,
-    Exception = 10,
-}
+pub use crate::cim::{CopyType, JobState, Operation, RequestedState, SyncState};
 
-impl JobState {
-    pub fn value(self) -> u16 {
-        self as u16
-    }
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Completed | JobState::Terminated | JobState::Killed | JobState::Exception
-        )
-    }
-}
-
-/// CIM_StorageSynchronized.SyncState values used here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SyncState {
-    ResyncInProgress = 5,
-    Synchronized = 6,
-    RestoreInProgress = 10,
-    Idle = 11,
-    Broken = 12,
-    Fractured = 13,
-    CopyInProgress = 15,
-}
-
-impl SyncState {
-    pub fn value(self) -> u16 {
-        self as u16
-    }
-}
-
-/// CopyType values of AttachReplica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CopyType {
-    Async = 2,
-    Sync = 3,
-    UnSyncAssoc = 4,
-    UnSyncUnAssoc = 5,
-}
-
-impl CopyType {
-    pub fn value(self) -> u16 {
-        self as u16
-    }
-    pub fn from_value(v: u16) -> Option<CopyType> {
-        Some(match v {
-            2 => CopyType::Async,
-            3 => CopyType::Sync,
-            4 => CopyType::UnSyncAssoc,
-            5 => CopyType::UnSyncUnAssoc,
-            _ => return None,
-        })
-    }
-    /// Parses a CLI word (`sync`, `async`, `unsyncassoc`, `unsyncunassoc`, any case) or a number.
-    pub fn parse_word(s: &str) -> Option<u16> {
-        match s.to_ascii_lowercase().as_str() {
-            "async" => Some(2),
-            "sync" => Some(3),
-            "unsyncassoc" => Some(4),
-            "unsyncunassoc" => Some(5),
-            other => other.parse().ok(),
-        }
-    }
-}
-
-/// ModifySynchronization operations.
+/// ModifySynchronization operations as plain numbers (see [`Operation`]).
 pub mod operation {
-    pub const DETACH: u16 = 2;
-    pub const FRACTURE: u16 = 3;
-    pub const RESYNC: u16 = 4;
-    pub const RESTORE: u16 = 5;
+    use super::Operation;
+    pub const DETACH: u16 = Operation::Detach as u16;
+    pub const FRACTURE: u16 = Operation::Fracture as u16;
+    pub const RESYNC: u16 = Operation::Resync as u16;
+    pub const RESTORE: u16 = Operation::Restore as u16;
+    pub const RESET_TO_SYNC: u16 = Operation::ResetToSync as u16;
+    pub const RESET_TO_ASYNC: u16 = Operation::ResetToAsync as u16;
 }
 
-/// RequestStateChange values for jobs.
+/// RequestStateChange values for jobs as plain numbers (see [`RequestedState`]).
 pub mod requested_state {
-    pub const TERMINATE: u16 = 4;
-    pub const KILL: u16 = 5;
+    use super::RequestedState;
+    pub const TERMINATE: u16 = RequestedState::Terminate as u16;
+    pub const KILL: u16 = RequestedState::Kill as u16;
 }
 
 /// Answer of AttachReplica and ModifySynchronization: a CIM return value, with a reason
