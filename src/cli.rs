@@ -5,7 +5,7 @@ use crate::api::protocol::method;
 use crate::api::{self, Client, RpcError};
 use crate::engine::{self, DmChoice, ServeConfig};
 use crate::service::{
-    operation, requested_state, CopyType, JobView, MethodResult, RelationshipView,
+    CopyType, JobState, JobView, MethodResult, Operation, RelationshipView, RequestedState,
     StorageObjectView,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -376,14 +376,14 @@ fn run_client(cli: &Cli) -> Outcome {
         } => {
             if *terminate || *kill {
                 let (state, verb) = if *kill {
-                    (requested_state::KILL, "kill")
+                    (RequestedState::Kill, "kill")
                 } else {
-                    (requested_state::TERMINATE, "terminate")
+                    (RequestedState::Terminate, "terminate")
                 };
                 let (raw, r): (Value, MethodResult) = call(
                     &mut client,
                     method::REQUEST_STATE_CHANGE,
-                    json!({"Job": id, "RequestedState": state}),
+                    json!({"Job": id, "RequestedState": state.value()}),
                 )?;
                 return Ok(report(json, &raw, &r, verb, || {
                     format!("Job {id}: {verb} requested.")
@@ -423,25 +423,17 @@ fn run_client(cli: &Cli) -> Outcome {
             Ok(0)
         }
         Command::Detach { relationship } => {
-            modify(&mut client, json, relationship, operation::DETACH, "detach")
+            modify(&mut client, json, relationship, Operation::Detach)
         }
-        Command::Fracture { relationship } => modify(
-            &mut client,
-            json,
-            relationship,
-            operation::FRACTURE,
-            "fracture",
-        ),
+        Command::Fracture { relationship } => {
+            modify(&mut client, json, relationship, Operation::Fracture)
+        }
         Command::Resync { relationship } => {
-            modify(&mut client, json, relationship, operation::RESYNC, "resync")
+            modify(&mut client, json, relationship, Operation::Resync)
         }
-        Command::Restore { relationship } => modify(
-            &mut client,
-            json,
-            relationship,
-            operation::RESTORE,
-            "restore",
-        ),
+        Command::Restore { relationship } => {
+            modify(&mut client, json, relationship, Operation::Restore)
+        }
         Command::StorageObjects => {
             let (raw, objs): (Value, Vec<StorageObjectView>) =
                 call(&mut client, method::ENUMERATE_STORAGE_OBJECTS, Value::Null)?;
@@ -474,13 +466,14 @@ fn run_client(cli: &Cli) -> Outcome {
     }
 }
 
-fn modify(client: &mut Client, json: bool, rel: &str, op: u16, verb: &str) -> Outcome {
+fn modify(client: &mut Client, json: bool, rel: &str, op: Operation) -> Outcome {
+    let verb = op.name().to_ascii_lowercase();
     let (raw, r): (Value, MethodResult) = call(
         client,
         method::MODIFY_SYNCHRONIZATION,
-        json!({"Relationship": rel, "Operation": op}),
+        json!({"Relationship": rel, "Operation": op.value()}),
     )?;
-    Ok(report(json, &raw, &r, verb, || {
+    Ok(report(json, &raw, &r, &verb, || {
         let mut s = match r.return_value {
             4096 => format!("Relationship {rel}: {verb} started"),
             _ => format!("Relationship {rel}: {verb} done"),
@@ -592,7 +585,7 @@ fn follow(client: &mut Client, job_id: &str, json: bool) -> Outcome {
                 }
             }
         }
-        if is_final_state(job.job_state) {
+        if JobState::from_value(job.job_state).is_some_and(JobState::is_final) {
             break Ok((raw, job));
         }
         std::thread::sleep(POLL_INTERVAL);
@@ -614,7 +607,7 @@ fn follow(client: &mut Client, job_id: &str, json: bool) -> Outcome {
             job.target
         ));
     }
-    if job.job_state == 7 {
+    if job.job_state == JobState::Completed.value() {
         Ok(0)
     } else {
         Err(Failure::new(
@@ -631,17 +624,9 @@ fn follow(client: &mut Client, job_id: &str, json: bool) -> Outcome {
     }
 }
 
-/// Completed, Terminated, Killed, Exception.
-fn is_final_state(state: u16) -> bool {
-    matches!(state, 7..=10)
-}
-
 fn copy_type_name(v: u16) -> String {
     match CopyType::from_value(v) {
-        Some(CopyType::Async) => "Async".into(),
-        Some(CopyType::Sync) => "Sync".into(),
-        Some(CopyType::UnSyncAssoc) => "UnSyncAssoc".into(),
-        Some(CopyType::UnSyncUnAssoc) => "UnSyncUnAssoc".into(),
+        Some(ct) => ct.name().into(),
         None => format!("CopyType {v}"),
     }
 }
