@@ -373,7 +373,7 @@ fn snapshot_rounds(d: &Daemon, src: &str, tgt: &str, n: usize) -> Vec<Duration> 
             let took = t0.elapsed();
             assert_eq!(r.return_value, 0, "snapshot attach: {:?}", r.description);
             let rel = r.relationship.expect("a relationship");
-            let r = c.modify_synchronization(&rel, 2).expect("Detach");
+            let r = c.modify_synchronization(&rel, 2, false).expect("Detach");
             assert_eq!(r.return_value, 0, "detach: {:?}", r.description);
             took
         })

@@ -117,6 +117,10 @@ pub enum Command {
     Restore {
         #[arg(value_name = "REL")]
         relationship: String,
+        /// restore even though initiators are logged in to the source's LUNs: their view of
+        /// the LUN changes under them (unmount or stop I/O first)
+        #[arg(long)]
+        force: bool,
     },
     /// List storage objects (backstores) and what the daemon knows of them.
     StorageObjects,
@@ -423,17 +427,18 @@ fn run_client(cli: &Cli) -> Outcome {
             Ok(0)
         }
         Command::Detach { relationship } => {
-            modify(&mut client, json, relationship, Operation::Detach)
+            modify(&mut client, json, relationship, Operation::Detach, false)
         }
         Command::Fracture { relationship } => {
-            modify(&mut client, json, relationship, Operation::Fracture)
+            modify(&mut client, json, relationship, Operation::Fracture, false)
         }
         Command::Resync { relationship } => {
-            modify(&mut client, json, relationship, Operation::Resync)
+            modify(&mut client, json, relationship, Operation::Resync, false)
         }
-        Command::Restore { relationship } => {
-            modify(&mut client, json, relationship, Operation::Restore)
-        }
+        Command::Restore {
+            relationship,
+            force,
+        } => modify(&mut client, json, relationship, Operation::Restore, *force),
         Command::StorageObjects => {
             let (raw, objs): (Value, Vec<StorageObjectView>) =
                 call(&mut client, method::ENUMERATE_STORAGE_OBJECTS, Value::Null)?;
@@ -466,12 +471,12 @@ fn run_client(cli: &Cli) -> Outcome {
     }
 }
 
-fn modify(client: &mut Client, json: bool, rel: &str, op: Operation) -> Outcome {
+fn modify(client: &mut Client, json: bool, rel: &str, op: Operation, force: bool) -> Outcome {
     let verb = op.name().to_ascii_lowercase();
     let (raw, r): (Value, MethodResult) = call(
         client,
         method::MODIFY_SYNCHRONIZATION,
-        json!({"Relationship": rel, "Operation": op.value()}),
+        api::client::modify_params(rel, op.value(), force),
     )?;
     Ok(report(json, &raw, &r, &verb, || {
         let mut s = match r.return_value {

@@ -132,7 +132,14 @@ pub struct StorageObjectView {
 /// Everything the API can ask of the engine.
 pub trait Service: Send + Sync {
     fn attach_replica(&self, source: &str, target: &str, copy_type: u16) -> MethodResult;
-    fn modify_synchronization(&self, relationship: &str, operation: u16) -> MethodResult;
+    /// `force`: go ahead even where the operation would otherwise be refused because the
+    /// source is in use (a Restore while initiators are logged in to the source's LUNs).
+    fn modify_synchronization(
+        &self,
+        relationship: &str,
+        operation: u16,
+        force: bool,
+    ) -> MethodResult;
     fn jobs(&self) -> Vec<JobView>;
     fn job(&self, id: &str) -> Option<JobView>;
     /// Returns a CIM return value (0 ok, 5 unknown job or state, 4 job already finished...).
@@ -142,4 +149,17 @@ pub trait Service: Send + Sync {
     fn relationships(&self) -> Result<Vec<RelationshipView>, crate::error::Error>;
     fn storage_objects(&self) -> Result<Vec<StorageObjectView>, crate::error::Error>;
     fn adopt(&self, element: &str) -> MethodResult;
+}
+
+/// The engine's unit tests (src/engine/tests.rs) call ModifySynchronization without Force, as
+/// they did before it existed; for them, that form means Force false.
+#[cfg(test)]
+impl crate::engine::Engine {
+    pub(crate) fn modify_synchronization(
+        &self,
+        relationship: &str,
+        operation: u16,
+    ) -> MethodResult {
+        Service::modify_synchronization(self, relationship, operation, false)
+    }
 }

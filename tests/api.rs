@@ -36,7 +36,7 @@ fn every_method_round_trips() {
     assert_eq!(r.return_value, 6);
     assert!(r.description.unwrap().contains("in use"));
 
-    let r = c.modify_synchronization("rel-1", 3).unwrap();
+    let r = c.modify_synchronization("rel-1", 3, false).unwrap();
     assert_eq!(r.return_value, 0);
 
     let jobs = c.enumerate_jobs().unwrap();
@@ -70,7 +70,7 @@ fn every_method_round_trips() {
         vec![
             "AttachReplica(block/src,block/dst,3)",
             "AttachReplica(block/busy,block/dst,3)",
-            "ModifySynchronization(rel-1,3)",
+            "ModifySynchronization(rel-1,3,false)",
             "EnumerateJobs",
             "GetJob(job-bad)",
             "EnumerateJobs",
@@ -238,7 +238,10 @@ fn notifications_get_no_answer() {
     // The notification was still carried out, in order.
     assert_eq!(
         t.mock.calls(),
-        vec!["ModifySynchronization(rel-1,2)", "EnumerateRelationships"]
+        vec![
+            "ModifySynchronization(rel-1,2,false)",
+            "EnumerateRelationships"
+        ]
     );
 }
 
@@ -422,4 +425,46 @@ fn peers_of_other_uids_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("permission denied: uid 65534"), "{err}");
     assert!(t.mock.calls().is_empty());
+}
+
+#[test]
+fn force_reaches_the_service() {
+    let t = TestServer::start();
+    let mut raw = Raw::connect(&t.socket);
+    for params in [
+        r#"{"Relationship":"rel-1","Operation":5,"Force":true}"#,
+        r#"{"Relationship":"rel-1","Operation":5,"Force":false}"#,
+        r#"{"Relationship":"rel-1","Operation":5}"#,
+        r#"{"Relationship":"rel-1","Operation":5,"Force":null}"#,
+    ] {
+        let v = raw.call(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ModifySynchronization","params":{params}}}"#
+        ));
+        assert!(v["result"]["ReturnValue"].is_u64(), "{params}: {v}");
+    }
+    // Force is a boolean, nothing else
+    for force in [r#""yes""#, "1", "[]"] {
+        let v = raw.call(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ModifySynchronization","params":{{"Relationship":"rel-1","Operation":5,"Force":{force}}}}}"#
+        ));
+        assert_eq!(error_code(&v), code::INVALID_PARAMS, "Force {force}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("Force"),
+            "{v}"
+        );
+    }
+    let mut c = Client::connect(&t.socket).unwrap();
+    c.modify_synchronization("rel-1", 5, true).unwrap();
+    c.modify_synchronization("rel-1", 5, false).unwrap();
+    assert_eq!(
+        t.mock.calls(),
+        vec![
+            "ModifySynchronization(rel-1,5,true)",
+            "ModifySynchronization(rel-1,5,false)",
+            "ModifySynchronization(rel-1,5,false)",
+            "ModifySynchronization(rel-1,5,false)",
+            "ModifySynchronization(rel-1,5,true)",
+            "ModifySynchronization(rel-1,5,false)",
+        ]
+    );
 }

@@ -295,7 +295,7 @@ fn relationships_storage_objects_and_modify() {
         assert!(t
             .mock
             .calls()
-            .contains(&format!("ModifySynchronization(rel-1,{op})")));
+            .contains(&format!("ModifySynchronization(rel-1,{op},false)")));
     }
     let o = run(&t.socket, &["restore", "rel-1"]);
     assert_eq!(status(&o), 1);
@@ -305,6 +305,39 @@ fn relationships_storage_objects_and_modify() {
     assert_eq!(status(&o), 0);
     let o = run(&t.socket, &["adopt", "block/busy"]);
     assert_eq!(status(&o), 6);
+}
+
+#[test]
+fn restore_sends_force_only_with_the_flag() {
+    let t = TestServer::start();
+    let o = run(&t.socket, &["restore", "rel-1", "--force"]);
+    assert!(
+        !stderr(&o).contains("unexpected argument"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&t.socket, &["restore", "rel-1"]);
+    assert_eq!(status(&o), 1, "{}", stderr(&o));
+    assert_eq!(
+        t.mock.calls(),
+        vec![
+            "ModifySynchronization(rel-1,5,true)",
+            "ModifySynchronization(rel-1,5,false)",
+        ]
+    );
+    // only restore takes --force
+    for cmd in ["detach", "fracture", "resync"] {
+        let o = run(&t.socket, &[cmd, "rel-1", "--force"]);
+        assert_eq!(status(&o), 2, "{cmd}: {}", stderr(&o));
+    }
+    assert_eq!(t.mock.calls().len(), 2);
+    let o = run(&t.socket, &["restore", "--help"]);
+    assert_eq!(status(&o), 0);
+    assert!(
+        stdout(&o).contains("their view of the LUN changes under them"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

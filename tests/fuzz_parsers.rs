@@ -94,7 +94,7 @@ impl Service for Canned {
             _ => MethodResult::error(&lio_replica::Error::Invalid(format!("{s:?} {t:?}"))),
         }
     }
-    fn modify_synchronization(&self, r: &str, op: u16) -> MethodResult {
+    fn modify_synchronization(&self, r: &str, op: u16, _force: bool) -> MethodResult {
         if r.is_empty() || op == 0 {
             MethodResult {
                 return_value: 5,
@@ -252,6 +252,7 @@ const PARAM_KEYS: &[&str] = &[
     "CopyType",
     "Relationship",
     "Operation",
+    "Force",
     "Job",
     "RequestedState",
     "Element",

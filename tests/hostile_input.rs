@@ -204,7 +204,7 @@ fn hostile_element_names_are_invalid_parameters() {
         let r = w.engine.adopt(&name);
         assert_refused_quick(&w, &r, &[5], &format!("adopt {name:?}"));
         for op in [2u16, 3, 4, 5] {
-            let r = w.engine.modify_synchronization(&name, op);
+            let r = w.engine.modify_synchronization(&name, op, false);
             assert_refused_quick(&w, &r, &[5], &format!("modify {name:?} op {op}"));
         }
         assert!(w.engine.job(&name).is_none());
@@ -275,7 +275,9 @@ fn names_too_long_for_device_mapper_are_refused_cleanly() {
             }
             let r = w.engine.adopt(&el);
             assert_refused(&w, &b, &r, &[5], "adopt long");
-            let r = w.engine.modify_synchronization(&format!("src/{name}"), 2);
+            let r = w
+                .engine
+                .modify_synchronization(&format!("src/{name}"), 2, false);
             assert_refused(&w, &b, &r, &[5], "modify long");
         }
     }
@@ -302,7 +304,7 @@ fn names_too_long_for_device_mapper_are_refused_cleanly() {
         }
         let rel = r.relationship.unwrap();
         assert_eq!(w.engine.relationships().unwrap().len(), 1);
-        let d = w.engine.modify_synchronization(&rel, 2);
+        let d = w.engine.modify_synchronization(&rel, 2, false);
         assert_eq!(d.return_value, 0, "{d:?}");
     }
     for d in w.sim.list().unwrap() {
@@ -475,7 +477,9 @@ fn lun_links_leading_outside_are_ignored() {
         .unwrap();
     assert_eq!(j.job_state, 7, "{j:?}");
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 2, false)
+            .return_value,
         0
     );
     assert_contained(&w, &b, "copy beside planted LUN links");

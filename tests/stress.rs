@@ -808,7 +808,7 @@ fn hundred_clients_conflicting_calls() {
     // answer 6, or hang).
     let t0 = Instant::now();
     for r in w.engine.relationships().unwrap() {
-        let d = w.engine.modify_synchronization(&r.instance_id, 2);
+        let d = w.engine.modify_synchronization(&r.instance_id, 2, false);
         assert_eq!(
             d.return_value, 0,
             "detach {} after the load: {d:?}",
@@ -826,7 +826,7 @@ fn hundred_clients_conflicting_calls() {
             .unwrap();
         assert_eq!(j.job_state, 7, "{j:?}");
         let rel = a.relationship.unwrap();
-        let x = w.engine.modify_synchronization(&rel, 2);
+        let x = w.engine.modify_synchronization(&rel, 2, false);
         assert_eq!(x.return_value, 0, "detach {rel} after the load: {x:?}");
     }
     assert!(w.engine.relationships().unwrap().is_empty());

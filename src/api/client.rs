@@ -73,6 +73,15 @@ fn server_error(v: &Value) -> Result<(), RpcError> {
     })
 }
 
+/// The params of ModifySynchronization; `Force` only when set.
+pub fn modify_params(relationship: &str, operation: u16, force: bool) -> Value {
+    let mut p = json!({"Relationship": relationship, "Operation": operation});
+    if force {
+        p["Force"] = json!(true);
+    }
+    p
+}
+
 pub struct Client {
     path: PathBuf,
     reader: BufReader<UnixStream>,
@@ -170,14 +179,17 @@ impl Client {
         )
     }
 
+    /// `force` is sent as `Force: true` when set and left out otherwise (the daemon's
+    /// default is false).
     pub fn modify_synchronization(
         &mut self,
         relationship: &str,
         operation: u16,
+        force: bool,
     ) -> Result<MethodResult, RpcError> {
         self.typed(
             method::MODIFY_SYNCHRONIZATION,
-            json!({"Relationship": relationship, "Operation": operation}),
+            modify_params(relationship, operation, force),
         )
     }
 

@@ -3,7 +3,7 @@
 //! | method | params | result |
 //! |---|---|---|
 //! | `AttachReplica` | `{SourceElement: string, TargetElement: string, CopyType: u16}` | `MethodResult` |
-//! | `ModifySynchronization` | `{Relationship: string, Operation: u16}` | `MethodResult` |
+//! | `ModifySynchronization` | `{Relationship: string, Operation: u16, Force?: bool}` | `MethodResult` |
 //! | `EnumerateJobs` | none | `[JobView]` |
 //! | `GetJob` | `{Job: string}` | `JobView` (error [`code::NO_SUCH_JOB`] if unknown) |
 //! | `RequestStateChange` | `{Job: string, RequestedState: u16}` | `MethodResult` |
@@ -11,6 +11,11 @@
 //! | `EnumerateRelationships` | none | `[RelationshipView]` |
 //! | `EnumerateStorageObjects` | none | `[StorageObjectView]` |
 //! | `AdoptStorageObject` | `{Element: string}` | `MethodResult` |
+//!
+//! `Operation` is a [`crate::cim::Operation`] value (2 Detach, 3 Fracture, 4 Resync,
+//! 5 Restore, 10 ResetToSync, 11 ResetToAsync). `Force` (default false) asks for the operation
+//! even though initiators are logged in to the source's LUNs (a Restore changes the data
+//! under them).
 //!
 //! Params are an object with the named members (by-name only); unknown members are refused
 //! so that a misspelt name is not silently ignored. Methods without params accept a missing
@@ -253,10 +258,11 @@ pub fn dispatch(
             method_result(result)
         }
         MODIFY_SYNCHRONIZATION => {
-            let p = Params::new(method_name, params, &["Relationship", "Operation"])?;
+            let p = Params::new(method_name, params, &["Relationship", "Operation", "Force"])?;
             let rel = p.string("Relationship")?;
             let op = p.u16("Operation")?;
-            let result = service.modify_synchronization(&rel, op);
+            let force = p.opt_bool("Force")?.unwrap_or(false);
+            let result = service.modify_synchronization(&rel, op, force);
             log_outcome(method_name, &result);
             method_result(result)
         }
@@ -433,6 +439,17 @@ impl<'a> Params<'a> {
         }
     }
 
+    fn opt_bool(&self, name: &str) -> Result<Option<bool>, ErrorObject> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(ErrorObject::invalid_params(format!(
+                "{}: parameter {name} must be true or false, got {other}",
+                self.method
+            ))),
+        }
+    }
+
     fn u16(&self, name: &str) -> Result<u16, ErrorObject> {
         match self.get(name) {
             None => Err(ErrorObject::invalid_params(format!(
@@ -467,7 +484,7 @@ mod tests {
                 description: None,
             }
         }
-        fn modify_synchronization(&self, _: &str, _: u16) -> MethodResult {
+        fn modify_synchronization(&self, _: &str, _: u16, _: bool) -> MethodResult {
             MethodResult::ok(ReturnCode::Completed, None, None)
         }
         fn jobs(&self) -> Vec<JobView> {

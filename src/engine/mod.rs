@@ -630,8 +630,13 @@ impl Service for Engine {
         }
     }
 
-    fn modify_synchronization(&self, relationship: &str, operation: u16) -> MethodResult {
-        match self.modify(relationship, operation, false) {
+    fn modify_synchronization(
+        &self,
+        relationship: &str,
+        operation: u16,
+        force: bool,
+    ) -> MethodResult {
+        match self.modify(relationship, operation, force) {
             Ok(a) => MethodResult::ok(a.code, a.job, a.relationship),
             Err(e) => {
                 warn!(relationship, operation, error = %e, "ModifySynchronization refused");

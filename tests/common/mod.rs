@@ -17,7 +17,8 @@ use std::time::Duration;
 ///   a source containing "busy" -> 6; "slow" -> 4096 job-slow (Completed on the 3rd GetJob);
 ///   "fail" -> 4096 job-fail (Exception on the 2nd GetJob); CopyType 4 -> 0; else 4096 job-1.
 /// - jobs: job-1 (Running 42%), job-done (Completed), job-bad (Exception).
-/// - ModifySynchronization: unknown relationship -> 5, Restore (5) -> 1, else 0.
+/// - ModifySynchronization (recorded with its Force): unknown relationship -> 5,
+///   Restore (5) -> 1, else 0.
 /// - AdoptStorageObject: "block/busy" -> 6, "block/panic" panics, else 0.
 #[derive(Default)]
 pub struct Mock {
@@ -113,8 +114,15 @@ impl Service for Mock {
         }
     }
 
-    fn modify_synchronization(&self, relationship: &str, operation: u16) -> MethodResult {
-        self.record(format!("ModifySynchronization({relationship},{operation})"));
+    fn modify_synchronization(
+        &self,
+        relationship: &str,
+        operation: u16,
+        force: bool,
+    ) -> MethodResult {
+        self.record(format!(
+            "ModifySynchronization({relationship},{operation},{force})"
+        ));
         if !relationship.starts_with("rel-") {
             rv(5, None, None, Some("not found: no such relationship"))
         } else if operation == 5 {
