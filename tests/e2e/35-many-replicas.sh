@@ -63,7 +63,8 @@ check '[ "$(md5dev "$SRC")" = "$(md5dev "$(disk 5)")" ]' "the mirror leg equals 
 
 # an element in four relationships is ambiguous
 run lr detach block/src 2> /tmp/amb.err
-check '[ $? -ne 0 ] && grep -q "src/s1" /tmp/amb.err && grep -q "src/m" /tmp/amb.err' \
+RC=$?
+check '[ "$RC" -eq 5 ] && grep -q "src/s1" /tmp/amb.err && grep -q "src/m" /tmp/amb.err' \
   "detach block/src is refused, listing the candidates: $(cat /tmp/amb.err)"
 
 T1=$(dmsetup table lio-replica-v1-so-s1) T3=$(dmsetup table lio-replica-v1-so-s3) TM=$(real_table src)
@@ -76,7 +77,8 @@ dmsetup mknodes
 check '[ "$(region /dev/mapper/lio-replica-v1-so-s1)" = "$H1" ] && [ "$(region /dev/mapper/lio-replica-v1-so-s3)" = "$H3" ]' \
   "s1 and s3 still show their own moments"
 run lr detach block/s2
-check '[ $? -ne 0 ]' "s2 is in no relationship any more"
+RC=$?
+check '[ "$RC" -ne 0 ]' "s2 is in no relationship any more"
 
 for r in src/s1 src/m src/s3; do
   run lr detach "$r"

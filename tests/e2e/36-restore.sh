@@ -30,13 +30,14 @@ check '[ "$(io_errors)" -eq 0 ]' "no I/O error while the snapshots were taken"
 
 # logged in: refused, naming the session
 run lr restore src/tgt 2> /tmp/refused.err
-check '[ $? -ne 0 ] && grep -q "logged in" /tmp/refused.err && grep -q "iqn\." /tmp/refused.err' \
+RC=$?
+check '[ "$RC" -eq 6 ] && grep -q "logged in" /tmp/refused.err && grep -q "iqn\." /tmp/refused.err' \
   "restore refused while an initiator is logged in: $(cat /tmp/refused.err)"
 check 'shim_table src | grep -q " snapshot-origin "' "... and nothing changed"
 
 initiator_logout "$IQN"
 run lr --json restore src/tgt > /tmp/restore.json
-check '[ $? -eq 0 ] && [ "$(jfield ReturnValue < /tmp/restore.json)" = 4096 ]' "restore started a job"
+check '[ "$(jfield ReturnValue < /tmp/restore.json)" = 4096 ]' "restore started a job"
 JOB=$(jfield Job < /tmp/restore.json)
 wait_for 120 '[ "$(job_state "$JOB")" -ge 7 ]'
 lr --json job "$JOB" > /tmp/job.json; cat /tmp/job.json >&9
@@ -54,8 +55,8 @@ check '[ "$(on_initiator "dd if=$SD bs=1M skip=$R_AT count=$R_MB iflag=direct 2>
 # forced, with the initiator logged in and writing
 io_start "$SD"
 sleep 2
-run lr restore src/s2 --force
-check '[ $? -eq 0 ]' "a forced restore starts while the initiator writes"
+run lr --json restore src/s2 --force > /tmp/forced.json
+check '[ "$(jfield ReturnValue < /tmp/forced.json)" = 4096 ]' "a forced restore starts while the initiator writes"
 wait_for 120 '! lr --json relationships | grep -q "src/s2"'
 check '! lr --json relationships | grep -q "src/s2"' "... and ends"
 sleep 2
