@@ -150,16 +150,3 @@ pub trait Service: Send + Sync {
     fn storage_objects(&self) -> Result<Vec<StorageObjectView>, crate::error::Error>;
     fn adopt(&self, element: &str) -> MethodResult;
 }
-
-/// The engine's unit tests (src/engine/tests.rs) call ModifySynchronization without Force, as
-/// they did before it existed; for them, that form means Force false.
-#[cfg(test)]
-impl crate::engine::Engine {
-    pub(crate) fn modify_synchronization(
-        &self,
-        relationship: &str,
-        operation: u16,
-    ) -> MethodResult {
-        Service::modify_synchronization(self, relationship, operation, false)
-    }
-}

@@ -449,7 +449,7 @@ fn snapshot_is_done_at_return_and_reports_cow_usage() {
         .unwrap()
         .contains("source is unaffected"));
     // detach: both back on linear, record gone
-    let m = w.engine.modify_synchronization("src/tgt", 2);
+    let m = w.engine.modify_synchronization("src/tgt", 2, false);
     assert_eq!(m.return_value, 0, "{m:?}");
     assert!(w.table_of("so-src").contains("linear"));
     assert!(w.table_of("so-tgt").contains("linear 8:16 0"));
@@ -468,7 +468,7 @@ fn snapshot_resync_takes_a_new_point_in_time() {
     assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
     let tgt = DmName::new("so-tgt").unwrap();
     w.sim.set_snapshot_usage(&tgt, 8 * MB).unwrap();
-    let m = w.engine.modify_synchronization("src/tgt", 4);
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
     assert_eq!(m.return_value, 0, "{m:?}");
     let v = &w.rels()[0];
     assert_eq!(v.sync_state, 11);
@@ -514,7 +514,9 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
     assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
     assert_eq!(v.max_lag_writes, Some(256));
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 2, false)
+            .return_value,
         0
     );
     assert!(w
@@ -592,29 +594,42 @@ fn fracture_and_resync() {
     let r = w.attach("block/src", "block/tgt", 3);
     w.wait_job(r.job.as_ref().unwrap());
     assert_eq!(
-        w.engine.modify_synchronization("block/tgt", 3).return_value,
+        w.engine
+            .modify_synchronization("block/tgt", 3, false)
+            .return_value,
         0
     );
     assert_eq!(w.rels()[0].sync_state, 13);
     assert!(w.table_of("real-src").contains("linear"));
     // fracturing twice is invalid
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 3).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 3, false)
+            .return_value,
         5
     );
-    let m = w.engine.modify_synchronization("src/tgt", 4);
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
     assert_eq!(m.return_value, 4096, "{m:?}");
     assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
     assert_eq!(w.rels()[0].sync_state, 6);
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 5).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 5, false)
+            .return_value,
         1
     );
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 9).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 9, false)
+            .return_value,
         5
     );
-    assert_eq!(w.engine.modify_synchronization("nosuch", 2).return_value, 5);
+    assert_eq!(
+        w.engine
+            .modify_synchronization("nosuch", 2, false)
+            .return_value,
+        5
+    );
 }
 
 #[test]
@@ -634,8 +649,11 @@ fn relationships_are_rediscovered_by_a_new_daemon() {
     }
     assert_eq!(after, before);
     // and it can end them
-    assert_eq!(e2.modify_synchronization("a/b", 2).return_value, 0);
-    assert_eq!(e2.modify_synchronization("src/tgt", 2).return_value, 0);
+    assert_eq!(e2.modify_synchronization("a/b", 2, false).return_value, 0);
+    assert_eq!(
+        e2.modify_synchronization("src/tgt", 2, false).return_value,
+        0
+    );
     assert!(e2.relationships().unwrap().is_empty());
 }
 
@@ -721,7 +739,7 @@ fn element_in_a_relationship_is_in_use() {
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
-    let m = w.engine.modify_synchronization("src/tgt", 2);
+    let m = w.engine.modify_synchronization("src/tgt", 2, false);
     assert_eq!(m.return_value, 6, "{m:?}");
     w.engine.request_state_change(r.job.as_ref().unwrap(), 4);
 }
@@ -875,11 +893,11 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
     assert_eq!(e2.relationships().unwrap()[0].sync_state, 12);
     drop(e2);
     // Fracture has nothing to do
-    let f = w.engine.modify_synchronization("src/tgt", 3);
+    let f = w.engine.modify_synchronization("src/tgt", 3, false);
     assert_eq!(f.return_value, 5, "{f:?}");
     assert!(f.description.unwrap().contains("is broken"));
     // Resync: a fresh mirror, a full copy, the mark cleared
-    let m = w.engine.modify_synchronization("src/tgt", 4);
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
     assert_eq!(m.return_value, 4096, "{m:?}");
     assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
     let v = &w.rels()[0];
@@ -895,7 +913,9 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
     });
     assert_eq!(w.rels()[0].sync_state, 12);
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 2, false)
+            .return_value,
         0
     );
     assert!(w.rels().is_empty());
@@ -925,7 +945,7 @@ fn resync_of_a_mirror_still_holding_a_failed_leg() {
     assert_eq!(w.rels()[0].sync_state, 12);
     w.sim.set_sync_step(SyncStep::Percent(50));
     w.sim.clear_calls();
-    let m = w.engine.modify_synchronization("src/tgt", 4);
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
     assert_eq!(m.return_value, 4096, "{m:?}");
     assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
     assert_eq!(w.rels()[0].sync_state, 6);
@@ -1012,7 +1032,12 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     // a relationship detached before the reboot stays detached
     let r = w.attach("block/c", "block/d", 3);
     w.wait_job(r.job.as_ref().unwrap());
-    assert_eq!(w.engine.modify_synchronization("c/d", 2).return_value, 0);
+    assert_eq!(
+        w.engine
+            .modify_synchronization("c/d", 2, false)
+            .return_value,
+        0
+    );
     let src_before = w.cfs.find_storage_object("block", "src").unwrap();
     let devno = |sim: &SimDm, k: usize| sim.devno_of(&w.disk(k)).unwrap();
     let old_d0 = devno(&w.sim, 0);
@@ -1248,11 +1273,16 @@ fn many_snapshots_and_a_mirror_on_one_source() {
         .iter()
         .all(|v| v.sync_state == if v.copy_type == 3 { 6 } else { 11 }));
     // the element alone is ambiguous; an InstanceID is not
-    let m = w.engine.modify_synchronization("block/src", 2);
+    let m = w.engine.modify_synchronization("block/src", 2, false);
     assert_eq!(m.return_value, 5, "{m:?}");
     assert!(m.description.unwrap().contains("src/s0, src/s1"));
     let others = w.state().1;
-    assert_eq!(w.engine.modify_synchronization("src/s3", 2).return_value, 0);
+    assert_eq!(
+        w.engine
+            .modify_synchronization("src/s3", 2, false)
+            .return_value,
+        0
+    );
     assert!(w.table_of("so-s3").contains("linear"));
     // nothing else changed but s3 and its record
     let now = w.state().1;
@@ -1265,7 +1295,9 @@ fn many_snapshots_and_a_mirror_on_one_source() {
     );
     // the mirror ends, the snapshots stay
     assert_eq!(
-        w.engine.modify_synchronization("block/tgt", 2).return_value,
+        w.engine
+            .modify_synchronization("block/tgt", 2, false)
+            .return_value,
         0
     );
     assert!(w.table_of("real-src").contains("linear 8:0 0"));
@@ -1273,7 +1305,7 @@ fn many_snapshots_and_a_mirror_on_one_source() {
     for k in (0..n).filter(|k| *k != 3) {
         assert_eq!(
             w.engine
-                .modify_synchronization(&format!("src/s{k}"), 2)
+                .modify_synchronization(&format!("src/s{k}"), 2, false)
                 .return_value,
             0
         );
@@ -1307,7 +1339,9 @@ fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
     // a clone waits for the mirror to go; beside snapshots it runs
     assert_eq!(w.attach("block/src", "block/s1", 5).return_value, 6);
     assert_eq!(
-        w.engine.modify_synchronization("src/tgt", 2).return_value,
+        w.engine
+            .modify_synchronization("src/tgt", 2, false)
+            .return_value,
         0
     );
     let snap = w.table_of("so-s0");
@@ -1343,9 +1377,7 @@ fn restore_world() -> World {
 
 fn restore(w: &World, rel: &str, force: bool) -> MethodResult {
     w.engine
-        .modify(rel, crate::service::operation::RESTORE, force)
-        .map(|a| MethodResult::ok(a.code, a.job, a.relationship))
-        .unwrap_or_else(|e| MethodResult::error(&e))
+        .modify_synchronization(rel, crate::service::operation::RESTORE, force)
 }
 
 #[test]
