@@ -82,13 +82,15 @@ fail() { echo "$*" >> "$E2E_STATE/fails"; log "FAIL: $*"; }
 failures() { wc -l < "$E2E_STATE/fails" | tr -d ' '; }
 
 # check 'COMMAND' MSG...: eval COMMAND; pass MSG if it succeeds, fail MSG (and return 1)
-# otherwise.
+# otherwise. COMMAND sees the caller's last exit status as $? (check '[ $? -eq 0 ]' right
+# after a command).
 # (COMMAND is evaluated inside check: use variables in it, not the caller's $1, $2, ...)
 check() {
+  _e2e_st=$?
   _e2e_cmd=$1
   shift
   _e2e_own_params check "$_e2e_cmd" || return 1
-  if eval "$_e2e_cmd"; then pass "$*"; else fail "$* [failed: $_e2e_cmd]"; return 1; fi
+  if (exit "$_e2e_st"); eval "$_e2e_cmd"; then pass "$*"; else fail "$* [failed: $_e2e_cmd]"; return 1; fi
 }
 
 # A command for check/wait_for that uses $1, $@, ... would silently see the helper's own
