@@ -234,6 +234,7 @@ impl Inner {
         &self,
         src: &Element,
         tgt: &Element,
+        ct: CopyType,
         lc: &dyn relationship::Lifecycle,
     ) -> Option<String> {
         let (s, t) = (src.so.element(), tgt.so.element());
@@ -249,14 +250,17 @@ impl Inner {
             ));
         }
         if lc.replicates_in_real() {
-            if let Some(r) = of_source
+            let replicating: Vec<_> = of_source
                 .iter()
-                .find(|r| r.lifecycle().replicates_in_real())
-            {
+                .filter(|r| r.lifecycle().replicates_in_real())
+                .collect();
+            let shares = replicating.len() == 1
+                && relationship::can_share_real(replicating[0].copy_type, ct);
+            if let Some(r) = replicating.first().filter(|_| !shares) {
                 return Some(format!(
                     "source {s} is already replicated by relationship {} (CopyType {}); a \
-                     source has one mirror or full copy at a time, beside any number of \
-                     snapshots",
+                     source has one mirror at a time, and a full copy only beside a Sync \
+                     mirror, beside any number of snapshots",
                     r.id,
                     r.copy_type.value()
                 ));
@@ -516,7 +520,7 @@ impl Engine {
         let src = i.resolve(&skey, "source")?;
         let tgt = i.resolve(&tkey, "target")?;
         let lc = relationship::lifecycle(ct);
-        if let Some(why) = i.refuse_attach(&src, &tgt, lc) {
+        if let Some(why) = i.refuse_attach(&src, &tgt, ct, lc) {
             return Err(Error::InUse(why));
         }
         let exports = i.cfs.exports_of(&tgt.so)?;

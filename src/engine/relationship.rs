@@ -219,26 +219,83 @@ pub(crate) fn create_tag_step<'a>(
     )
 }
 
-pub(crate) fn mirror_table(i: &Inner, rel: &Relationship) -> Vec<TableLine> {
-    vec![TableLine {
-        start: 0,
-        length: rel.sectors,
-        target: Target::Mirror(MirrorParams {
-            region_size: i.opts.mirror_region,
-            nosync: false,
-            legs: vec![
-                LinearParams {
-                    device: rel.src_raw.clone(),
-                    offset: 0,
-                },
-                LinearParams {
-                    device: rel.tgt_raw.clone(),
-                    offset: 0,
-                },
-            ],
-            handle_errors: true,
-        }),
-    }]
+/// The mirror-type relationships a source's real device replicates for, the maintained one
+/// (Sync or Async) first: at most a maintained mirror and a running full copy.
+pub(crate) fn replicating(i: &Inner, source_name: &str) -> Vec<Relationship> {
+    let mut v: Vec<Relationship> = i
+        .rels
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|r| r.source_name == source_name && r.lifecycle().replicates_in_real())
+        .cloned()
+        .collect();
+    v.sort_by_key(|r| r.copy_type == CopyType::UnSyncUnAssoc);
+    v
+}
+
+/// Whether a relationship of copy type `new` can share the source's real device with one of
+/// type `old`: a Sync mirror and a full copy can (one mirror with a leg for each); raid1
+/// (Async) keeps the device for itself.
+pub(crate) fn can_share_real(old: CopyType, new: CopyType) -> bool {
+    matches!(
+        (old, new),
+        (CopyType::Sync, CopyType::UnSyncUnAssoc) | (CopyType::UnSyncUnAssoc, CopyType::Sync)
+    )
+}
+
+/// The real device's table for these relationships of one source: `linear` with none, the
+/// raid1 of an Async one, otherwise one `mirror` whose legs are the source then each target.
+/// `nosync`: every leg already holds the source's data (a leg was just taken away from a mirror
+/// in sync).
+pub(crate) fn real_table(
+    i: &Inner,
+    st: &Stack,
+    rels: &[Relationship],
+    nosync: bool,
+) -> Result<Vec<TableLine>> {
+    match rels {
+        [] => Ok(st.linear()),
+        [r] if r.copy_type == CopyType::Async => {
+            let [m0, m1] = r.meta_names()?;
+            Ok(raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?]))
+        }
+        _ => {
+            let leg = |device: &str| LinearParams {
+                device: device.to_string(),
+                offset: 0,
+            };
+            let legs = std::iter::once(leg(&st.raw))
+                .chain(rels.iter().map(|r| leg(&r.tgt_raw)))
+                .collect();
+            Ok(vec![TableLine::new(
+                0,
+                st.sectors,
+                Target::Mirror(MirrorParams {
+                    region_size: i.opts.mirror_region,
+                    nosync,
+                    legs,
+                    handle_errors: true,
+                }),
+            )])
+        }
+    }
+}
+
+/// The relationships of `rel`'s source that replicate in its real device, but `rel`.
+fn others(i: &Inner, rel: &Relationship) -> Vec<Relationship> {
+    replicating(i, &rel.source_name)
+        .into_iter()
+        .filter(|r| r.id != rel.id)
+        .collect()
+}
+
+/// The real device's table once `rel` no longer replicates there; when every leg is in sync,
+/// the legs that stay need no copy.
+fn table_without(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
+    let rest = others(i, rel);
+    let synced = !rest.is_empty() && progress(i, rel).is_ok_and(|p| p.synced && p.failed.is_none());
+    real_table(i, &rel.stack(), &rest, synced)
 }
 
 /// dm-raid `max_recovery_rate` (KiB/s per device) for Async copies: md's global default
@@ -273,22 +330,6 @@ pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Ve
     }]
 }
 
-/// The table that replicates for a maintained relationship (mirror or raid).
-pub(crate) fn replicating_table(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
-    Ok(match rel.copy_type {
-        CopyType::Async => {
-            let [m0, m1] = rel.meta_names()?;
-            let devno = |n: &DmName| -> Result<String> {
-                i.dm.info(n)?
-                    .map(|d| d.devno())
-                    .ok_or_else(|| Error::Other(format!("metadata device {n} is missing")))
-            };
-            raid_table(i, rel, [devno(&m0)?, devno(&m1)?])
-        }
-        _ => mirror_table(i, rel),
-    })
-}
-
 pub(crate) fn register(i: &Inner, rel: Relationship) {
     info!(relationship = %rel.id, copy_type = ?rel.copy_type, "relationship recorded");
     i.rels.lock().unwrap().insert(rel.id.clone(), rel);
@@ -315,7 +356,10 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     let (percent, synced, failed_leg, device, health) = match line.target_type.as_str() {
         "mirror" => {
             let s = MirrorStatus::parse(&line.params)?;
-            let leg = s.failed_legs().first().copied();
+            // the source's leg, or this relationship's own (another copy may share the mirror)
+            let leg = s.failed_legs().into_iter().find(|l| {
+                *l == 0 || s.devices.get(*l).map(String::as_str) == Some(rel.tgt_raw.as_str())
+            });
             let dev = leg.and_then(|l| s.devices.get(l).cloned());
             (s.percent(), s.is_synced(), leg, dev, s.health)
         }
@@ -372,11 +416,20 @@ pub(crate) fn swap_real(i: &Inner, rel: &Relationship, table: &[TableLine]) -> R
     Ok(())
 }
 
-/// The legs of the source's mirror that the kernel marks failed (empty for other tables).
+/// The legs of the source's mirror that the kernel marks failed and that matter to `rel`: the
+/// source's, and its own (empty for other tables).
 fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
     let st = i.dm.status(&rel.real)?;
     Ok(match st.first() {
-        Some(l) if l.target_type == "mirror" => MirrorStatus::parse(&l.params)?.failed_legs(),
+        Some(l) if l.target_type == "mirror" => {
+            let s = MirrorStatus::parse(&l.params)?;
+            s.failed_legs()
+                .into_iter()
+                .filter(|l| {
+                    *l == 0 || s.devices.get(*l).map(String::as_str) == Some(rel.tgt_raw.as_str())
+                })
+                .collect()
+        }
         _ => Vec::new(),
     })
 }
@@ -410,12 +463,20 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
         set_broken(&reason);
         return Ok(Some(reason));
     }
-    let reason = format!(
-        "{why}; the failed target leg was dropped, the source is served alone \
-         (Resync copies everything again)"
-    );
+    let rest = others(i, &rel);
+    let reason = if rest.is_empty() {
+        format!(
+            "{why}; the failed target leg was dropped, the source is served alone \
+             (Resync copies everything again)"
+        )
+    } else {
+        format!(
+            "{why}; the failed target leg was dropped, the source's other copy goes on \
+             (Resync copies everything again)"
+        )
+    };
     set_broken(&reason);
-    let linear = Inner::linear(&rel.src_raw, rel.sectors);
+    let linear = real_table(i, &rel.stack(), &rest, false)?;
     Plan::new("drop a failed mirror leg")
         .run(|p| {
             p.step(
@@ -632,17 +693,16 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
 /// metadata devices removed, then [`forget`]. Both storage objects stay adopted.
 pub(crate) fn teardown_mirror(i: &Inner, rel: &Relationship) -> Result<()> {
     if i.dm.info(&rel.real)?.is_some() {
-        let real_is_linear = matches!(
-            i.dm.table(&rel.real)?.first().map(|l| &l.target),
-            Some(Target::Linear(_))
-        );
-        if !real_is_linear {
-            swap_real(i, rel, &rel.stack().linear())?;
+        let table = table_without(i, rel)?;
+        if i.dm.table(&rel.real)? != table {
+            swap_real(i, rel, &table)?;
         }
     }
-    for m in rel.meta_names()?.iter().rev() {
-        if i.dm.info(m)?.is_some() {
-            i.dm.remove(m)?;
+    if rel.copy_type == CopyType::Async {
+        for m in rel.meta_names()?.iter().rev() {
+            if i.dm.info(m)?.is_some() {
+                i.dm.remove(m)?;
+            }
         }
     }
     forget(i, rel)
@@ -688,7 +748,7 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
             None => format!("relationship {} is already fractured", rel.id),
         }));
     }
-    swap_real(i, rel, &rel.stack().linear())?;
+    swap_real(i, rel, &table_without(i, rel)?)?;
     if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
         r.when_synced = None;
     }
@@ -711,8 +771,8 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         )));
     }
     let marked = record_says_broken(&i.dm.table(&rel.tag)?);
-    let table = replicating_table(i, rel)?;
-    let linear = Inner::linear(&rel.src_raw, rel.sectors);
+    let table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
+    let linear = table_without(i, rel)?;
     Plan::new("resync").run(|p| {
         if broken_in_place {
             // the failed leg goes first (the kernel may be holding writes for it); the source

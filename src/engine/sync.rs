@@ -25,13 +25,21 @@ pub(crate) fn start_mirror(
         let tb = adopt::adopt_step(i, tgt, p)?;
         let rel = Relationship::new(ct, &sb, &tb)?;
         relationship::create_tag_step(i, &rel, p)?;
-        stack::ensure_step(i, &sb, p)?;
-        let table = relationship::mirror_table(i, &rel);
+        let st = stack::ensure_step(i, &sb, p)?;
+        // a full copy and a Sync mirror of one source share one mirror, a leg each
+        let existing = relationship::replicating(i, &rel.source_name);
+        let synced = existing
+            .first()
+            .is_some_and(|r| relationship::progress(i, r).is_ok_and(|p| p.synced));
+        let mut all = existing.clone();
+        all.push(rel.clone());
+        let table = relationship::real_table(i, &st, &all, false)?;
+        let back = relationship::real_table(i, &st, &existing, synced)?;
         let undo = rel.clone();
         p.step(
             format!("load mirror on {}", rel.real),
             || i.swap_table(&rel.real, &table),
-            move || relationship::swap_real(i, &undo, &undo.stack().linear()),
+            move || relationship::swap_real(i, &undo, &back),
         )?;
         Ok(rel)
     })

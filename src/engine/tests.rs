@@ -728,7 +728,7 @@ fn element_in_a_relationship_is_in_use() {
     assert!(r.description.unwrap().contains("no cascading"));
     // one mirror beside the snapshots, not two
     assert_eq!(w.attach("block/src", "block/t2", 3).return_value, 4096);
-    let r = w.attach("block/src", "block/t3", 5);
+    let r = w.attach("block/src", "block/t3", 2);
     assert_eq!(r.return_value, 6);
     assert!(r
         .description
@@ -1321,7 +1321,7 @@ fn many_snapshots_and_a_mirror_on_one_source() {
 
 #[test]
 fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
-    let w = World::new(&[64 * MB; 5]);
+    let w = World::new(&[64 * MB, 65 * MB, 64 * MB, 64 * MB, 64 * MB]);
     exported_pair(&w);
     snapshot_targets(&w, 3);
     let r = w.attach("block/src", "block/tgt", 3);
@@ -1336,21 +1336,38 @@ fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
         .iter()
         .any(|c| c.ok && c.op == SimOp::Load && c.name.ends_with("real-src")));
     assert_eq!(w.table_of("real-src"), mirror);
-    // a clone waits for the mirror to go; beside snapshots it runs
-    assert_eq!(w.attach("block/src", "block/s1", 5).return_value, 6);
+    // a clone beside the mirror and the snapshot: one mirror with a leg for each copy
+    let snap = w.table_of("so-s0");
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/s1", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    let three = w.table_of("real-src");
+    assert!(
+        three.contains("mirror core 1 4096 3 8:0 0 8:16 0 8:48 0 1 handle_errors"),
+        "{three}"
+    );
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    // split: the Sync mirror goes on with its two legs, in sync, without a new copy
+    assert_eq!(
+        w.table_of("real-src"),
+        mirror.replace("mirror core 1 4096 2", "mirror core 2 4096 nosync 2")
+    );
+    assert_eq!(w.table_of("so-s0"), snap);
+    let rels = w.rels();
+    assert_eq!(rels.len(), 2, "{rels:?}");
+    assert!(rels
+        .iter()
+        .any(|v| v.instance_id == "src/tgt" && v.sync_state == 6));
+    // beside an Async mirror there is no room for a full copy
     assert_eq!(
         w.engine
             .modify_synchronization("src/tgt", 2, false)
             .return_value,
         0
     );
-    let snap = w.table_of("so-s0");
-    let r = w.attach("block/src", "block/s1", 5);
-    assert_eq!(r.return_value, 4096, "{r:?}");
-    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
-    assert_eq!(w.table_of("so-s0"), snap);
-    assert!(w.table_of("real-src").contains("linear 8:0 0"));
-    assert_eq!(w.rels().len(), 1);
+    assert_eq!(w.attach("block/src", "block/tgt", 2).return_value, 4096);
+    assert_eq!(w.attach("block/src", "block/s2", 5).return_value, 6);
 }
 
 /// src exported with a logged-in initiator; snapshots s0 and s1, s0 with 8 MiB changed.
