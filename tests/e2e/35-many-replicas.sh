@@ -3,7 +3,8 @@
 # snapshots taken at different moments and a Sync mirror added between them. Each snapshot,
 # exported through its own LUN, shows the region as it was at its own moment; the mirror leg
 # equals the source; detaching one snapshot leaves the others' images and the mirror as they
-# were; an element in several relationships must be named by InstanceID.
+# were; a full copy runs beside them; an element in several relationships must be named by
+# InstanceID.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -37,6 +38,14 @@ run lr attach block/src block/s3 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s3 taken beside the mirror"
 fill_random "$SD" 8 32                           # and changes it again
 check '[ "$H1" != "$H2" ] && [ "$H2" != "$H3" ] && [ "$(region "$SD")" != "$H3" ]' "the region changed between the moments"
+H4=$(region "$SD")
+# a full copy beside the snapshots and the mirror: one mirror with a leg for each copy
+run lr attach block/src block/tgt --copy-type unsyncunassoc --wait > /dev/null
+check '[ $? -eq 0 ]' "a full copy of the source with three snapshots and a mirror completed"
+check '[ "$(region "$(disk 1)")" = "$H4" ]' "the copy holds the region"
+check 'real_table src | grep -q " mirror core 2 [0-9]* nosync 2 "' \
+  "the mirror goes on with its two legs, without a new copy: $(real_table src)"
+check 'lr --json relationships | grep -q "\"SyncState\": 6"' "the Sync mirror is still Synchronized"
 
 lr --json relationships > /tmp/rels.json
 cat /tmp/rels.json >&9
