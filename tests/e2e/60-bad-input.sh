@@ -46,9 +46,13 @@ expect 1 fileio/file0 block/tgt sync "fileio source"
 expect 6 block/src block/exported sync "target exported through a LUN"
 expect 5 "block/../src" block/tgt sync "a name with .."
 
-# an element already in a relationship
+# elements already in relationships
 run lr attach block/src block/tgt --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "a snapshot src -> tgt"
 lio_iblock tgt2 "$(disk 4)" > /dev/null
-expect 6 block/src block/tgt2 sync "source already in a relationship"
+lio_iblock tgt3 "$(disk 5)" > /dev/null
 expect 6 block/tgt2 block/tgt sync "target already in a relationship"
+expect 6 block/tgt block/tgt2 unsyncassoc "a replica as a source (no cascading)"
+run lr attach block/src block/tgt2 --copy-type sync --wait > /dev/null
+check '[ $? -eq 0 ]' "a Sync mirror beside the snapshot"
+expect 6 block/src block/tgt3 async "a second mirror of one source"
