@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod sim;
 pub mod status;
 pub mod table;
+pub mod units;
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ pub use identity::DiskIdentity;
 pub use kernel::KernelDm;
 pub use sim::{SimCall, SimDm, SimOp, SyncStep};
 pub use table::{format_table, parse_table, table_length, RaidDevice};
+pub use units::{Devno, Sectors, SECTOR_SIZE};
 
 /// Versioned prefix of every device-mapper name this daemon creates.
 pub const NAME_PREFIX: &str = "lio-replica-v1-";
