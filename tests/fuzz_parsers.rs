@@ -19,7 +19,9 @@ use lio_replica::dm::table::{
     LinearParams, MirrorParams, RaidDevice, RaidParams, SnapshotOriginParams, SnapshotParams,
     TableLine, Target,
 };
-use lio_replica::dm::{format_table, parse_table, MirrorStatus, RaidStatus, SnapshotStatus};
+use lio_replica::dm::{
+    format_table, parse_table, MirrorStatus, RaidStatus, Sectors, SnapshotStatus,
+};
 use lio_replica::error::ReturnCode;
 use lio_replica::service::{JobView, MethodResult, RelationshipView, Service, StorageObjectView};
 use proptest::prelude::*;
@@ -987,7 +989,8 @@ fn target() -> impl Strategy<Value = Target> {
 }
 
 fn table_line() -> impl Strategy<Value = TableLine> {
-    (any::<u64>(), any::<u64>(), target()).prop_map(|(s, l, t)| TableLine::new(s, l, t))
+    (any::<u64>(), any::<u64>(), target())
+        .prop_map(|(s, l, t)| TableLine::new(Sectors(s), Sectors(l), t))
 }
 
 proptest! {

@@ -16,6 +16,7 @@
 //! identity when it shares one id with it and has the same size; a device with no id at all
 //! is never matched (its kernel name alone could be another disk after a reboot).
 
+use super::{Devno, Sectors};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,8 +29,7 @@ use std::path::{Path, PathBuf};
 pub struct DiskIdentity {
     /// Stable ids (see the module documentation), sorted.
     pub ids: Vec<String>,
-    /// Size in 512-byte sectors.
-    pub sectors: u64,
+    pub sectors: Sectors,
     /// The kernel's name when the identity was read (`sdb`, `vda`, `dm-3`): for messages only.
     pub kernel_name: String,
 }
@@ -78,9 +78,9 @@ fn read_trim(p: &Path) -> Option<String> {
 }
 
 impl SysBlock {
-    /// `major:minor` -> by-id link names.
-    fn by_id_links(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    /// Device number -> by-id link names.
+    fn by_id_links(&self) -> BTreeMap<Devno, Vec<String>> {
+        let mut out: BTreeMap<Devno, Vec<String>> = BTreeMap::new();
         let Ok(rd) = fs::read_dir(&self.by_id) else {
             return out;
         };
@@ -92,12 +92,9 @@ impl SysBlock {
             if let Ok(m) = fs::metadata(e.path()) {
                 use std::os::unix::fs::FileTypeExt;
                 if m.file_type().is_block_device() {
-                    let devno = format!(
-                        "{}:{}",
-                        nix::sys::stat::major(m.rdev()),
-                        nix::sys::stat::minor(m.rdev())
-                    );
-                    out.entry(devno).or_default().push(name);
+                    out.entry(Devno::from_dev_t(m.rdev()))
+                        .or_default()
+                        .push(name);
                 }
             }
         }
@@ -106,10 +103,10 @@ impl SysBlock {
 
     fn identity_with(
         &self,
-        devno: &str,
-        links: &BTreeMap<String, Vec<String>>,
+        devno: Devno,
+        links: &BTreeMap<Devno, Vec<String>>,
     ) -> Result<DiskIdentity> {
-        let sys = self.sysfs.join("dev/block").join(devno);
+        let sys = self.sysfs.join("dev/block").join(devno.to_string());
         let real = fs::canonicalize(&sys)
             .map_err(|_| Error::NotFound(format!("block device {devno} (no {})", sys.display())))?;
         let kernel_name = real
@@ -117,7 +114,7 @@ impl SysBlock {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let sectors = read_trim(&real.join("size"))
-            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(|s| s.parse::<Sectors>().ok())
             .ok_or_else(|| Error::Other(format!("cannot read the size of {}", real.display())))?;
         let mut ids = Vec::new();
         if let Some(u) = read_trim(&real.join("dm/uuid")) {
@@ -140,7 +137,7 @@ impl SysBlock {
                 ids.push(format!("{kind}:{v}{suffix}"));
             }
         }
-        for l in links.get(devno).into_iter().flatten() {
+        for l in links.get(&devno).into_iter().flatten() {
             ids.push(format!("by-id:{l}"));
         }
         ids.sort();
@@ -152,31 +149,31 @@ impl SysBlock {
         })
     }
 
-    /// The identity of the block device `major:minor`.
-    pub fn identity(&self, devno: &str) -> Result<DiskIdentity> {
+    /// The identity of the block device `devno`.
+    pub fn identity(&self, devno: Devno) -> Result<DiskIdentity> {
         self.identity_with(devno, &self.by_id_links())
     }
 
     /// The identities of several block devices, reading the by-id links once.
-    pub fn identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
+    pub fn identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>> {
         let links = self.by_id_links();
         devnos
             .iter()
-            .map(|d| self.identity_with(d, &links))
+            .map(|d| self.identity_with(*d, &links))
             .collect()
     }
 
-    /// `major:minor` of every block device now present that matches `id`.
-    pub fn find(&self, id: &DiskIdentity) -> Result<Vec<String>> {
+    /// Every block device now present that matches `id`.
+    pub fn find(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {
         let dir = self.sysfs.join("dev/block");
         let rd = fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?;
         let links = self.by_id_links();
         let mut out = Vec::new();
         for e in rd.flatten() {
-            let Some(devno) = e.file_name().to_str().map(str::to_string) else {
+            let Some(devno) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            if let Ok(have) = self.identity_with(&devno, &links) {
+            if let Ok(have) = self.identity_with(devno, &links) {
                 if id.matches(&have) {
                     out.push(devno);
                 }
@@ -191,6 +188,10 @@ impl SysBlock {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    fn d(s: &str) -> Devno {
+        s.parse().unwrap()
+    }
 
     /// `sys/devices/…/block/NAME` with `size` and the given files, linked from
     /// `sys/dev/block/DEVNO`.
@@ -251,31 +252,34 @@ mod tests {
             sysfs: sys.clone(),
             by_id: t.path().join("no-by-id"),
         };
-        let vda = sb.identity("254:0").unwrap();
+        let vda = sb.identity(d("254:0")).unwrap();
         assert_eq!(vda.ids, vec!["serial:lr-disk0".to_string()]);
-        assert_eq!((vda.sectors, vda.kernel_name.as_str()), (2048, "vda"));
         assert_eq!(
-            sb.identity("254:17").unwrap().ids,
+            (vda.sectors, vda.kernel_name.as_str()),
+            (Sectors(2048), "vda")
+        );
+        assert_eq!(
+            sb.identity(d("254:17")).unwrap().ids,
             vec!["serial:lr-disk1#part1".to_string()]
         );
         assert_eq!(
-            sb.identity("8:0").unwrap().ids,
+            sb.identity(d("8:0")).unwrap().ids,
             vec!["wwid:naa.6001405abc".to_string()]
         );
         assert_eq!(
-            sb.identity("253:3").unwrap().ids,
+            sb.identity(d("253:3")).unwrap().ids,
             vec!["dm-uuid:LVM-xyz".to_string()]
         );
         // a disk with nothing stable is never found again, even by its own name and size
-        let sdb = sb.identity("8:16").unwrap();
+        let sdb = sb.identity(d("8:16")).unwrap();
         assert!(sdb.ids.is_empty());
         assert!(sb.find(&sdb).unwrap().is_empty());
-        assert!(matches!(sb.identity("9:9"), Err(Error::NotFound(_))));
+        assert!(matches!(sb.identity(d("9:9")), Err(Error::NotFound(_))));
         assert_eq!(
-            sb.identities(&["254:0", "8:0"]).unwrap(),
-            vec![vda.clone(), sb.identity("8:0").unwrap()]
+            sb.identities(&[d("254:0"), d("8:0")]).unwrap(),
+            vec![vda.clone(), sb.identity(d("8:0")).unwrap()]
         );
-        assert!(sb.identities(&["254:0", "9:9"]).is_err());
+        assert!(sb.identities(&[d("254:0"), d("9:9")]).is_err());
 
         // "after a reboot" the disks come back under other numbers: found by id and size
         let sys2 = t.path().join("sys2");
@@ -304,10 +308,10 @@ mod tests {
             sysfs: sys2,
             by_id: t.path().join("no-by-id"),
         };
-        assert_eq!(sb2.find(&vda).unwrap(), vec!["254:32".to_string()]);
+        assert_eq!(sb2.find(&vda).unwrap(), vec![d("254:32")]);
         // the same id with another size is another device
         let mut grown = vda.clone();
-        grown.sectors = 4096;
+        grown.sectors = Sectors(4096);
         assert!(sb2.find(&grown).unwrap().is_empty());
         assert!(vda.describe().contains("serial:lr-disk0"));
     }

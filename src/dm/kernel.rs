@@ -17,7 +17,7 @@
 
 use super::identity::{DiskIdentity, SysBlock};
 use super::table::{format_table, TableLine, Target};
-use super::{DevInfo, DmBackend, DmName, StatusLine, NAME_PREFIX, UUID_PREFIX};
+use super::{DevInfo, Devno, DmBackend, DmName, Sectors, StatusLine, NAME_PREFIX, UUID_PREFIX};
 use crate::error::{Error, Result};
 use devicemapper::{DevId, DeviceInfo, DmError, DmFlags, DmOptions, DmUuid, DM};
 use std::collections::HashSet;
@@ -90,7 +90,14 @@ fn dm_name(name: &DmName) -> Result<&devicemapper::DmName> {
 fn targets(table: &[TableLine]) -> Vec<(u64, u64, String, String)> {
     table
         .iter()
-        .map(|l| (l.start, l.length, l.target_type().to_string(), l.params()))
+        .map(|l| {
+            (
+                l.start.0,
+                l.length.0,
+                l.target_type().to_string(),
+                l.params(),
+            )
+        })
         .collect()
 }
 
@@ -182,25 +189,21 @@ impl KernelDm {
         }
     }
 
-    /// Path of a block node for `major:minor`, or `None` if `path` is not one.
-    fn node_matches(path: &Path, major: u32, minor: u32) -> bool {
+    /// Whether `path` is a block node for `devno`.
+    fn node_matches(path: &Path, devno: Devno) -> bool {
         match fs::metadata(path) {
-            Ok(m) => {
-                m.file_type().is_block_device()
-                    && nix::sys::stat::major(m.rdev()) == u64::from(major)
-                    && nix::sys::stat::minor(m.rdev()) == u64::from(minor)
-            }
+            Ok(m) => m.file_type().is_block_device() && Devno::from_dev_t(m.rdev()) == devno,
             Err(_) => false,
         }
     }
 
-    fn make_node(&self, name: &DmName, major: u32, minor: u32) -> Result<PathBuf> {
+    fn make_node(&self, name: &DmName, devno: Devno) -> Result<PathBuf> {
         let dir = &self.node_dir;
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("chmod", dir, e))?;
         let path = dir.join(name.as_str());
-        if Self::node_matches(&path, major, minor) {
+        if Self::node_matches(&path, devno) {
             return Ok(path);
         }
         // make it under a temporary name and rename it over any stale node
@@ -210,7 +213,7 @@ impl KernelDm {
             &tmp,
             nix::sys::stat::SFlag::S_IFBLK,
             nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
+            devno.dev_t(),
         )
         .map_err(|e| Error::io("mknod", &tmp, std::io::Error::from(e)))?;
         fs::rename(&tmp, &path).map_err(|e| {
@@ -420,7 +423,9 @@ impl DmBackend for KernelDm {
             .map_err(|e| kernel_error("table", name, &e))?;
         lines
             .into_iter()
-            .map(|(s, l, t, p)| TableLine::from_parts(s, l, &t, &p).map(from_kernel_table))
+            .map(|(s, l, t, p)| {
+                TableLine::from_parts(Sectors(s), Sectors(l), &t, &p).map(from_kernel_table)
+            })
             .collect()
     }
 
@@ -499,7 +504,7 @@ impl DmBackend for KernelDm {
         let mapper = Path::new("/dev/mapper").join(name.as_str());
         let until = Instant::now() + DEVNODE_WAIT;
         loop {
-            if Self::node_matches(&mapper, info.major, info.minor) {
+            if Self::node_matches(&mapper, info.devno()) {
                 return Ok(mapper);
             }
             if !Path::new("/run/udev/control").exists() || Instant::now() >= until {
@@ -507,30 +512,30 @@ impl DmBackend for KernelDm {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.make_node(name, info.major, info.minor)
+        self.make_node(name, info.devno())
     }
 
-    fn devno_of(&self, path: &Path) -> Result<String> {
+    fn devno_of(&self, path: &Path) -> Result<Devno> {
         devno_of_path(path)
     }
 
-    fn size_sectors(&self, path: &Path) -> Result<u64> {
+    fn size_sectors(&self, path: &Path) -> Result<Sectors> {
         size_sectors_of_path(path)
     }
 
-    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
+    fn disk_identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>> {
         SysBlock::default().identities(devnos)
     }
 
-    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {
         SysBlock::default().find(id)
     }
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
-/// `major:minor` of a block device path.
-pub(crate) fn devno_of_path(path: &Path) -> Result<String> {
+/// The device number of a block device path.
+pub(crate) fn devno_of_path(path: &Path) -> Result<Devno> {
     let m = fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(format!("device {}", path.display())),
         _ => Error::io("stat", path, e),
@@ -541,15 +546,11 @@ pub(crate) fn devno_of_path(path: &Path) -> Result<String> {
             path.display()
         )));
     }
-    Ok(format!(
-        "{}:{}",
-        nix::sys::stat::major(m.rdev()),
-        nix::sys::stat::minor(m.rdev())
-    ))
+    Ok(Devno::from_dev_t(m.rdev()))
 }
 
-/// Size in 512-byte sectors of a block device (`BLKGETSIZE64`) or a regular file.
-pub(crate) fn size_sectors_of_path(path: &Path) -> Result<u64> {
+/// Size of a block device (`BLKGETSIZE64`) or a regular file.
+pub(crate) fn size_sectors_of_path(path: &Path) -> Result<Sectors> {
     let f = fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(format!("device {}", path.display())),
         _ => Error::io("open", path, e),
@@ -569,7 +570,7 @@ pub(crate) fn size_sectors_of_path(path: &Path) -> Result<u64> {
             path.display()
         )));
     };
-    Ok(bytes / 512)
+    Ok(Sectors::from_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -593,7 +594,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("disk.img");
         fs::write(&f, vec![0u8; 4096]).unwrap();
-        assert_eq!(size_sectors_of_path(&f).unwrap(), 8);
+        assert_eq!(size_sectors_of_path(&f).unwrap(), Sectors(8));
         assert!(matches!(devno_of_path(&f), Err(Error::Invalid(_))));
         assert!(matches!(
             devno_of_path(&dir.path().join("missing")),
@@ -612,7 +613,7 @@ mod tests {
             if let Ok(m) = fs::metadata(dev) {
                 if m.file_type().is_block_device() {
                     let d = devno_of_path(Path::new(dev)).unwrap();
-                    assert!(d.contains(':'), "{d}");
+                    assert!(d.to_string().contains(':'), "{d}");
                     break;
                 }
             }

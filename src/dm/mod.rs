@@ -104,9 +104,9 @@ pub struct DevInfo {
 }
 
 impl DevInfo {
-    /// `major:minor`, the form table lines use to refer to a device.
-    pub fn devno(&self) -> String {
-        format!("{}:{}", self.major, self.minor)
+    /// The device number, as table lines refer to the device.
+    pub fn devno(&self) -> Devno {
+        Devno::new(self.major, self.minor)
     }
 }
 
@@ -159,13 +159,13 @@ pub trait DmBackend: Send + Sync {
     /// after a reboot (`/dev/mapper/NAME`, or a node of our own on hosts without udev), for
     /// LIO's `udev_path`.
     fn device_path(&self, name: &DmName) -> Result<PathBuf>;
-    /// `major:minor` of any block device path (raw disks too), as table lines write it.
-    fn devno_of(&self, path: &std::path::Path) -> Result<String>;
-    /// Size in 512-byte sectors of a block device path (or of a regular file in the simulator).
-    fn size_sectors(&self, path: &std::path::Path) -> Result<u64>;
-    /// What identifies each block device `major:minor` across reboots ([`identity`]), in
-    /// the order given (one look at the by-id links for all of them).
-    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>>;
-    /// `major:minor` of every block device now present that matches `id`.
-    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>>;
+    /// The device number of any block device path (raw disks too).
+    fn devno_of(&self, path: &std::path::Path) -> Result<Devno>;
+    /// Size of a block device path (or of a regular file in the simulator).
+    fn size_sectors(&self, path: &std::path::Path) -> Result<Sectors>;
+    /// What identifies each block device across reboots ([`identity`]), in the order given
+    /// (one look at the by-id links for all of them).
+    fn disk_identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>>;
+    /// Every block device now present that matches `id`.
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>>;
 }

@@ -3,9 +3,9 @@
 //! It keeps devices and tables in memory and behaves like the kernel where the engine can
 //! tell the difference:
 //! - **raw disks** are registered with [`SimDm::add_disk`] (major 8, minors 0, 16, 32, ...);
-//!   any other path falls back to the real file system: a regular file is a disk of
-//!   `len / 512` sectors with a made-up device number (major 240, minor from the inode), so
-//!   tests can use temporary files as disks;
+//!   any other path falls back to the real file system: a regular file is a disk of the
+//!   whole sectors of its length with a made-up device number (major 240, minor from the
+//!   inode), so tests can use temporary files as disks;
 //! - **devices** get major 253 and minors from 0; their path is `DIR/dm-N`, a symlink to the
 //!   regular file under the first data device of the live table, or else a sparse stand-in
 //!   file of the device's size, so writes through the path (a COW header being zeroed, a fake
@@ -32,7 +32,7 @@
 use super::kernel::{devno_of_path, size_sectors_of_path};
 use super::status::{MirrorStatus, RaidStatus, SnapshotStatus};
 use super::table::{format_table, table_length, TableLine, Target};
-use super::{DevInfo, DiskIdentity, DmBackend, DmName, StatusLine};
+use super::{DevInfo, Devno, DiskIdentity, DmBackend, DmName, Sectors, StatusLine};
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -115,15 +115,8 @@ impl Default for SyncStep {
     }
 }
 
-type Devno = (u32, u32);
-
-fn devno_str((ma, mi): Devno) -> String {
-    format!("{ma}:{mi}")
-}
-
 fn parse_devno(s: &str) -> Option<Devno> {
-    let (a, b) = s.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+    s.parse().ok()
 }
 
 fn kerr(op: &str, name: &str, detail: impl Into<String>) -> Error {
@@ -133,7 +126,7 @@ fn kerr(op: &str, name: &str, detail: impl Into<String>) -> Error {
 #[derive(Debug, Clone)]
 struct Disk {
     devno: Devno,
-    sectors: u64,
+    sectors: Sectors,
 }
 
 #[derive(Debug)]
@@ -178,7 +171,7 @@ impl SnapProg {
     fn usage(&self) -> (u64, u64) {
         let c = self.chunk.max(1);
         let data_chunks = self.data.div_ceil(c);
-        let per_area = c * 512 / 16;
+        let per_area = Sectors(c).bytes() / 16;
         let meta_chunks = 1 + data_chunks / per_area.max(1) + 1;
         (data_chunks * c + meta_chunks * c, meta_chunks * c)
     }
@@ -264,7 +257,7 @@ struct State {
 /// What a device reference resolves to.
 struct Resolved {
     devno: Devno,
-    sectors: u64,
+    sectors: Sectors,
 }
 
 /// In-memory devices and tables.
@@ -337,18 +330,18 @@ impl SimDm {
     // --- test hooks ----------------------------------------------------------------------
 
     /// Register a raw disk at `path` (which need not exist) of `sectors` sectors; returns its
-    /// `major:minor` (8:0, 8:16, ...). Registering a path again changes its size.
-    pub fn add_disk(&self, path: impl AsRef<Path>, sectors: u64) -> String {
+    /// device number (8:0, 8:16, ...). Registering a path again changes its size.
+    pub fn add_disk(&self, path: impl AsRef<Path>, sectors: Sectors) -> Devno {
         let mut s = self.lock();
         let path = path.as_ref().to_path_buf();
         if let Some(d) = s.disks.get_mut(&path) {
             d.sectors = sectors;
-            return devno_str(d.devno);
+            return d.devno;
         }
-        let devno = (SIM_DISK_MAJOR, 16 * s.next_disk);
+        let devno = Devno::new(SIM_DISK_MAJOR, 16 * s.next_disk);
         s.next_disk += 1;
         s.disks.insert(path, Disk { devno, sectors });
-        devno_str(devno)
+        devno
     }
 
     /// How far each `status`/`wait_event` call moves a sync along.
@@ -535,7 +528,7 @@ impl SimDm {
             return;
         };
         let path = self.node_path(dev.minor);
-        let backing = s.backing_file((SIM_DM_MAJOR, dev.minor), 0);
+        let backing = s.backing_file(Devno::new(SIM_DM_MAJOR, dev.minor), 0);
         let current = fs::symlink_metadata(&path).ok();
         match backing {
             Some(file) => {
@@ -551,7 +544,7 @@ impl SimDm {
                 }
                 let bytes =
                     table_length(&dev.live.iter().map(|l| l.shown.clone()).collect::<Vec<_>>())
-                        * 512;
+                        .bytes();
                 if let Ok(f) = fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -651,7 +644,7 @@ fn advance(dev: &mut Device, step: SyncStep, even_if_suspended: bool) {
 fn init_prog(line: &TableLine, sizes: &BTreeMap<String, u64>) -> Prog {
     match &line.target {
         Target::Mirror(m) => {
-            let total = line.length.div_ceil(m.region_size.max(1));
+            let total = line.length.0.div_ceil(m.region_size.max(1));
             let n = m.legs.len();
             Prog::Sync(SyncProg {
                 raid: false,
@@ -666,7 +659,7 @@ fn init_prog(line: &TableLine, sizes: &BTreeMap<String, u64>) -> Prog {
         }
         Target::Raid(r) => {
             let n = r.devices.len();
-            let total = line.length;
+            let total = line.length.0;
             let missing: Vec<bool> = r.devices.iter().map(|d| d.data == "-").collect();
             let (action, in_sync, recovering) = if r.nosync {
                 ("idle", total, vec![false; n])
@@ -768,7 +761,7 @@ impl State {
     }
 
     fn open_count(&self, minor: u32) -> i32 {
-        let me = (SIM_DM_MAJOR, minor);
+        let me = Devno::new(SIM_DM_MAJOR, minor);
         let refs: usize = self
             .devices
             .values()
@@ -794,35 +787,35 @@ impl State {
         None
     }
 
-    fn size_of_device(dev: &Device) -> u64 {
+    fn size_of_device(dev: &Device) -> Sectors {
         dev.live
             .iter()
             .map(|l| l.shown.start + l.shown.length)
             .max()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     /// A regular file used as a disk gets a stable made-up number.
     fn file_devno(&mut self, path: &Path, m: &fs::Metadata) -> Devno {
         let key = (m.dev(), m.ino());
         if let Some((minor, _)) = self.files.get(&key) {
-            return (SIM_FILE_MAJOR, *minor);
+            return Devno::new(SIM_FILE_MAJOR, *minor);
         }
         let mut minor = (m.ino() & 0xf_ffff) as u32;
         while self.files.values().any(|(mi, _)| *mi == minor) {
             minor = (minor + 1) & 0xf_ffff;
         }
         self.files.insert(key, (minor, path.to_path_buf()));
-        (SIM_FILE_MAJOR, minor)
+        Devno::new(SIM_FILE_MAJOR, minor)
     }
 
     /// Resolve a table's device reference (a path or `major:minor`); the error is the
     /// kernel's errno text.
     fn resolve(&mut self, dev: &str, dir: &Path) -> std::result::Result<Resolved, String> {
         if let Some(devno) = parse_devno(dev) {
-            return match devno.0 {
+            return match devno.major {
                 SIM_DM_MAJOR => self
-                    .device_by_minor(devno.1)
+                    .device_by_minor(devno.minor)
                     .map(|d| Resolved {
                         devno,
                         sectors: Self::size_of_device(d),
@@ -832,7 +825,7 @@ impl State {
                     let path = self
                         .files
                         .values()
-                        .find(|(mi, _)| *mi == devno.1)
+                        .find(|(mi, _)| *mi == devno.minor)
                         .map(|(_, p)| p.clone())
                         .ok_or_else(|| format!("{ENXIO} (no device {dev})"))?;
                     let len = fs::metadata(&path)
@@ -840,7 +833,7 @@ impl State {
                         .len();
                     Ok(Resolved {
                         devno,
-                        sectors: len / 512,
+                        sectors: Sectors::from_bytes(len),
                     })
                 }
                 _ => self
@@ -863,7 +856,7 @@ impl State {
         }
         if let Some(d) = self.device_by_path(path, dir) {
             return Ok(Resolved {
-                devno: (SIM_DM_MAJOR, d.minor),
+                devno: Devno::new(SIM_DM_MAJOR, d.minor),
                 sectors: Self::size_of_device(d),
             });
         }
@@ -872,14 +865,11 @@ impl State {
             let devno = self.file_devno(path, &m);
             return Ok(Resolved {
                 devno,
-                sectors: m.len() / 512,
+                sectors: Sectors::from_bytes(m.len()),
             });
         }
         if m.file_type().is_block_device() {
-            let devno = devno_of_path(path)
-                .ok()
-                .and_then(|d| parse_devno(&d))
-                .ok_or_else(|| format!("{ENXIO} ({dev})"))?;
+            let devno = devno_of_path(path).map_err(|_| format!("{ENXIO} ({dev})"))?;
             let sectors = size_sectors_of_path(path).map_err(|e| format!("{ENXIO} ({e})"))?;
             return Ok(Resolved { devno, sectors });
         }
@@ -892,9 +882,9 @@ impl State {
         if depth > 16 {
             return None;
         }
-        match devno.0 {
+        match devno.major {
             SIM_DM_MAJOR => {
-                let dev = self.device_by_minor(devno.1)?;
+                let dev = self.device_by_minor(devno.minor)?;
                 let first = dev.live.first()?;
                 let data = match &first.shown.target {
                     Target::Linear(p) => p.device.as_str(),
@@ -909,7 +899,7 @@ impl State {
             SIM_FILE_MAJOR => self
                 .files
                 .values()
-                .find(|(mi, _)| *mi == devno.1)
+                .find(|(mi, _)| *mi == devno.minor)
                 .map(|(_, p)| p.clone()),
             _ => self
                 .disks
@@ -932,20 +922,20 @@ impl State {
         }
         let mut deps = Vec::new();
         let mut sizes = BTreeMap::new();
-        let mut next = 0;
+        let mut next = Sectors(0);
         for l in lines {
             if l.start != next {
                 return Err(format!("{EINVAL} (gap in table at sector {next})"));
             }
-            if l.length == 0 {
+            if l.length == Sectors(0) {
                 return Err(format!("{EINVAL} (zero-length target)"));
             }
             next = l.start + l.length;
             let len = l.length;
             let mut need =
-                |s: &mut State, dev: &str, sectors: u64| -> std::result::Result<(), String> {
+                |s: &mut State, dev: &str, sectors: Sectors| -> std::result::Result<(), String> {
                     let r = s.resolve(dev, dir)?;
-                    if own_minor.is_some_and(|m| r.devno == (SIM_DM_MAJOR, m)) {
+                    if own_minor.is_some_and(|m| r.devno == Devno::new(SIM_DM_MAJOR, m)) {
                         return Err(format!("{EINVAL} ({dev} is the device itself)"));
                     }
                     if s.held.contains(&r.devno) {
@@ -954,26 +944,25 @@ impl State {
                     if r.sectors < sectors {
                         return Err(format!(
                             "{EINVAL} (device {} too small for target: {} < {sectors} sectors)",
-                            devno_str(r.devno),
-                            r.sectors
+                            r.devno, r.sectors
                         ));
                     }
                     deps.push(r.devno);
-                    sizes.insert(dev.to_string(), r.sectors);
+                    sizes.insert(dev.to_string(), r.sectors.0);
                     Ok(())
                 };
             match &l.target {
-                Target::Linear(p) => need(self, &p.device, p.offset + len)?,
+                Target::Linear(p) => need(self, &p.device, Sectors(p.offset) + len)?,
                 Target::Mirror(p) => {
                     if p.legs.len() < 2 {
                         return Err(format!("{EINVAL} (invalid number of mirrors)"));
                     }
                     let r = p.region_size;
-                    if r < 2 || !r.is_power_of_two() || r > len {
+                    if r < 2 || !r.is_power_of_two() || r > len.0 {
                         return Err(format!("{EINVAL} (invalid region size {r})"));
                     }
                     for leg in &p.legs {
-                        need(self, &leg.device, leg.offset + len)?;
+                        need(self, &leg.device, Sectors(leg.offset) + len)?;
                     }
                 }
                 Target::Raid(p) => {
@@ -1001,7 +990,7 @@ impl State {
                     }
                     for d in &p.devices {
                         if let Some(m) = &d.meta {
-                            need(self, m, 8)?;
+                            need(self, m, Sectors(8))?;
                         }
                         if d.data != "-" {
                             need(self, &d.data, len)?;
@@ -1015,7 +1004,7 @@ impl State {
                         return Err(format!("{EINVAL} (chunk size {c} not a power of 2)"));
                     }
                     need(self, &p.origin, len)?;
-                    need(self, &p.cow, 2 * c)?;
+                    need(self, &p.cow, Sectors(2 * c))?;
                 }
                 Target::Zero | Target::Error => {}
                 Target::Other { target_type, .. } => {
@@ -1030,7 +1019,7 @@ impl State {
             .map(|l| {
                 let mut target = l.target.map_devices(|d| {
                     self.resolve(d, dir)
-                        .map(|r| devno_str(r.devno))
+                        .map(|r| r.devno.to_string())
                         .unwrap_or_else(|_| d.to_string())
                 });
                 // the kernel keeps max_write_behind in KiB: odd sector counts lose one
@@ -1237,8 +1226,8 @@ impl DmBackend for SimDm {
             .live
             .iter()
             .map(|l| StatusLine {
-                start: l.shown.start,
-                length: l.shown.length,
+                start: l.shown.start.0,
+                length: l.shown.length.0,
                 target_type: l.shown.target_type().to_string(),
                 params: status_params(l),
             })
@@ -1252,7 +1241,10 @@ impl DmBackend for SimDm {
             let line = dev
                 .live
                 .iter_mut()
-                .find(|l| l.shown.start <= sector && sector < l.shown.start + l.shown.length)
+                .find(|l| {
+                    let (start, end) = (l.shown.start, l.shown.start + l.shown.length);
+                    start.0 <= sector && sector < end.0
+                })
                 .ok_or_else(|| {
                     kerr(
                         "message",
@@ -1340,25 +1332,25 @@ impl DmBackend for SimDm {
         Ok(path)
     }
 
-    fn devno_of(&self, path: &Path) -> Result<String> {
+    fn devno_of(&self, path: &Path) -> Result<Devno> {
         let mut s = self.lock();
         if let Some(d) = s.disks.get(path) {
-            return Ok(devno_str(d.devno));
+            return Ok(d.devno);
         }
         if let Some(d) = s.device_by_path(path, &self.dir) {
-            return Ok(devno_str((SIM_DM_MAJOR, d.minor)));
+            return Ok(Devno::new(SIM_DM_MAJOR, d.minor));
         }
         let m = fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound(format!("device {}", path.display())),
             _ => Error::io("stat", path, e),
         })?;
         if m.is_file() {
-            return Ok(devno_str(s.file_devno(path, &m)));
+            return Ok(s.file_devno(path, &m));
         }
         devno_of_path(path)
     }
 
-    fn size_sectors(&self, path: &Path) -> Result<u64> {
+    fn size_sectors(&self, path: &Path) -> Result<Sectors> {
         let s = self.lock();
         if let Some(d) = s.disks.get(path) {
             return Ok(d.sectors);
@@ -1370,31 +1362,31 @@ impl DmBackend for SimDm {
         size_sectors_of_path(path)
     }
 
-    fn disk_identities(&self, devnos: &[&str]) -> Result<Vec<DiskIdentity>> {
-        devnos.iter().map(|d| self.identity_of(d)).collect()
+    fn disk_identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>> {
+        devnos.iter().map(|d| self.identity_of(*d)).collect()
     }
 
-    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<String>> {
-        let devnos: Vec<String> = {
+    fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {
+        let devnos: Vec<Devno> = {
             let s = self.lock();
             s.disks
                 .values()
-                .map(|d| devno_str(d.devno))
+                .map(|d| d.devno)
                 .chain(
                     s.files
                         .values()
-                        .map(|(mi, _)| devno_str((SIM_FILE_MAJOR, *mi))),
+                        .map(|(mi, _)| Devno::new(SIM_FILE_MAJOR, *mi)),
                 )
                 .chain(
                     s.devices
                         .values()
-                        .map(|d| devno_str((SIM_DM_MAJOR, d.minor))),
+                        .map(|d| Devno::new(SIM_DM_MAJOR, d.minor)),
                 )
                 .collect()
         };
-        let mut out: Vec<String> = devnos
+        let mut out: Vec<Devno> = devnos
             .into_iter()
-            .filter(|d| self.identity_of(d).is_ok_and(|have| id.matches(&have)))
+            .filter(|d| self.identity_of(*d).is_ok_and(|have| id.matches(&have)))
             .collect();
         out.sort();
         out.dedup();
@@ -1405,13 +1397,12 @@ impl DmBackend for SimDm {
 impl SimDm {
     /// Simulated identities: a registered disk or a file is known by its path
     /// (`sim-path:PATH`), a simulated device-mapper device by its UUID, as in the kernel.
-    fn identity_of(&self, devno: &str) -> Result<DiskIdentity> {
+    fn identity_of(&self, devno: Devno) -> Result<DiskIdentity> {
         let s = self.lock();
-        let d = parse_devno(devno)
-            .ok_or_else(|| Error::Invalid(format!("not a major:minor: {devno:?}")))?;
-        if d.0 == SIM_DM_MAJOR {
+        let d = devno;
+        if d.major == SIM_DM_MAJOR {
             let dev = s
-                .device_by_minor(d.1)
+                .device_by_minor(d.minor)
                 .ok_or_else(|| Error::NotFound(format!("block device {devno}")))?;
             return Ok(DiskIdentity {
                 ids: vec![format!("dm-uuid:{}", dev.name.uuid())],
@@ -1421,7 +1412,11 @@ impl SimDm {
         }
         let (path, sectors) = if let Some((p, disk)) = s.disks.iter().find(|(_, x)| x.devno == d) {
             (p.clone(), disk.sectors)
-        } else if let Some((_, p)) = s.files.values().find(|(mi, _)| d == (SIM_FILE_MAJOR, *mi)) {
+        } else if let Some((_, p)) = s
+            .files
+            .values()
+            .find(|(mi, _)| d == Devno::new(SIM_FILE_MAJOR, *mi))
+        {
             let p = p.clone();
             drop(s);
             let sectors = size_sectors_of_path(&p)?;
@@ -1454,8 +1449,8 @@ mod tests {
 
     fn linear(dev: &str, len: u64) -> Vec<TableLine> {
         vec![TableLine::new(
-            0,
-            len,
+            Sectors(0),
+            Sectors(len),
             Target::Linear(LinearParams {
                 device: dev.into(),
                 offset: 0,
@@ -1465,8 +1460,8 @@ mod tests {
 
     fn mirror(a: &str, b: &str, len: u64) -> Vec<TableLine> {
         vec![TableLine::new(
-            0,
-            len,
+            Sectors(0),
+            Sectors(len),
             Target::Mirror(MirrorParams {
                 region_size: 1024,
                 nosync: false,
@@ -1487,8 +1482,8 @@ mod tests {
 
     fn raid(a: &str, b: &str, len: u64, nosync: bool, rebuild: Vec<usize>) -> Vec<TableLine> {
         vec![TableLine::new(
-            0,
-            len,
+            Sectors(0),
+            Sectors(len),
             Target::Raid(RaidParams {
                 region_size: Some(1024),
                 nosync,
@@ -1519,9 +1514,9 @@ mod tests {
 
     fn sim() -> (SimDm, String, String, String) {
         let dm = SimDm::new();
-        let a = dm.add_disk("/dev/vdb", S);
-        let b = dm.add_disk("/dev/vdc", S);
-        let c = dm.add_disk("/dev/vdd", S / 2);
+        let a = dm.add_disk("/dev/vdb", Sectors(S)).to_string();
+        let b = dm.add_disk("/dev/vdc", Sectors(S)).to_string();
+        let c = dm.add_disk("/dev/vdd", Sectors(S / 2)).to_string();
         (dm, a, b, c)
     }
 
@@ -1539,9 +1534,12 @@ mod tests {
         assert_eq!(dm.list().unwrap().len(), 1);
         let p = dm.device_path(&x).unwrap();
         assert!(p.exists(), "{}", p.display());
-        assert_eq!(dm.devno_of(&p).unwrap(), "253:0");
-        assert_eq!(dm.size_sectors(&p).unwrap(), S);
-        assert_eq!(dm.size_sectors(Path::new("/dev/vdd")).unwrap(), S / 2);
+        assert_eq!(dm.devno_of(&p).unwrap().to_string(), "253:0");
+        assert_eq!(dm.size_sectors(&p).unwrap(), Sectors(S));
+        assert_eq!(
+            dm.size_sectors(Path::new("/dev/vdd")).unwrap(),
+            Sectors(S / 2)
+        );
         // existing name
         let e = dm.create(&x, &linear("/dev/vdb", S)).unwrap_err();
         assert!(kernel_detail(e).starts_with("EBUSY"));
@@ -1573,7 +1571,7 @@ mod tests {
         .starts_with("ENOENT"));
         assert!(kernel_detail(dm.create(&x, &linear("8:99", 8)).unwrap_err()).starts_with("ENXIO"));
         assert!(kernel_detail(dm.create(&x, &[]).unwrap_err()).starts_with("EINVAL"));
-        let gap = vec![TableLine::new(8, 8, Target::Zero)];
+        let gap = vec![TableLine::new(Sectors(8), Sectors(8), Target::Zero)];
         assert!(kernel_detail(dm.create(&x, &gap).unwrap_err()).starts_with("EINVAL"));
         let mut one_leg = mirror("/dev/vdb", "/dev/vdc", S);
         if let Target::Mirror(m) = &mut one_leg[0].target {
@@ -1594,8 +1592,8 @@ mod tests {
             .create(&x, &raid("/dev/vdb", "/dev/vdc", S, true, vec![1]))
             .is_err());
         let other = vec![TableLine::new(
-            0,
-            8,
+            Sectors(0),
+            Sectors(8),
             Target::Other {
                 target_type: "striped".into(),
                 params: "x".into(),
@@ -1773,14 +1771,14 @@ mod tests {
     #[test]
     fn snapshot_usage_overflow_and_forced_states() {
         let dm = SimDm::new();
-        dm.add_disk("/dev/vdb", S);
-        dm.add_disk("/dev/vdd", S);
+        dm.add_disk("/dev/vdb", Sectors(S));
+        dm.add_disk("/dev/vdd", Sectors(S));
         let (base, snap) = (n("base"), n("snap"));
         dm.create(
             &base,
             &[TableLine::new(
-                0,
-                S,
+                Sectors(0),
+                Sectors(S),
                 Target::SnapshotOrigin(SnapshotOriginParams {
                     device: "/dev/vdb".into(),
                 }),
@@ -1788,8 +1786,8 @@ mod tests {
         )
         .unwrap();
         let table = vec![TableLine::new(
-            0,
-            S,
+            Sectors(0),
+            Sectors(S),
             Target::Snapshot(SnapshotParams {
                 origin: "/dev/vdb".into(),
                 cow: "/dev/vdd".into(),
@@ -1905,10 +1903,10 @@ mod tests {
         let img = tmp.path().join("src.img");
         let f = fs::File::create(&img).unwrap();
         f.set_len(4 << 20).unwrap();
-        let devno = dm.devno_of(&img).unwrap();
+        let devno = dm.devno_of(&img).unwrap().to_string();
         assert!(devno.starts_with("240:"), "{devno}");
-        assert_eq!(dm.devno_of(&img).unwrap(), devno);
-        assert_eq!(dm.size_sectors(&img).unwrap(), 8192);
+        assert_eq!(dm.devno_of(&img).unwrap().to_string(), devno);
+        assert_eq!(dm.size_sectors(&img).unwrap(), Sectors(8192));
         assert!(matches!(
             dm.devno_of(&tmp.path().join("missing")),
             Err(Error::NotFound(_))
@@ -1923,11 +1921,11 @@ mod tests {
         fs::write(&p, b"hello").unwrap();
         assert_eq!(&fs::read(&img).unwrap()[..5], b"hello");
         // a device over a registered disk that is no file gets a stand-in file
-        dm.add_disk("/dev/vdz", 64);
+        dm.add_disk("/dev/vdz", Sectors(64));
         let y = n("y");
         dm.create(&y, &linear("/dev/vdz", 64)).unwrap();
         let py = dm.device_path(&y).unwrap();
-        assert_eq!(fs::metadata(&py).unwrap().len(), 64 * 512);
+        assert_eq!(fs::metadata(&py).unwrap().len(), Sectors(64).bytes());
         // stacked: follows through the lower sim device to the file
         let z = n("z");
         dm.create(&z, &linear(&p.to_string_lossy(), 8192)).unwrap();

@@ -11,14 +11,15 @@
 //! but prints it in KiB (half the value). [`RaidParams`] always holds sectors; the kernel
 //! backend converts the printed value back when it reads a live table.
 
+use super::Sectors;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableLine {
-    pub start: u64,
-    pub length: u64,
+    pub start: Sectors,
+    pub length: Sectors,
     pub target: Target,
 }
 
@@ -42,6 +43,10 @@ pub enum Target {
 }
 
 /// `linear <device> <offset>`; `device` is a path or `major:minor`.
+///
+/// Every device field of a table line is kept as text: the kernel takes a path as well as a
+/// number (it prints numbers back), and the raid `-` placeholder is not a device at all.
+/// [`Devno`](super::Devno) parses a field and tells whether one names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinearParams {
     pub device: String,
@@ -96,7 +101,7 @@ pub struct SnapshotParams {
 
 impl TableLine {
     /// A line from its parts.
-    pub fn new(start: u64, length: u64, target: Target) -> TableLine {
+    pub fn new(start: Sectors, length: Sectors, target: Target) -> TableLine {
         TableLine {
             start,
             length,
@@ -138,8 +143,8 @@ impl TableLine {
     /// Build a line from the four parts the ioctl interface uses
     /// (`(start, length, type, params)`, as the kernel reports them).
     pub fn from_parts(
-        start: u64,
-        length: u64,
+        start: Sectors,
+        length: Sectors,
         target_type: &str,
         params: &str,
     ) -> Result<TableLine> {
@@ -198,9 +203,13 @@ pub fn parse_table(text: &str) -> Result<Vec<TableLine>> {
         .collect()
 }
 
-/// The size in sectors a table maps (the end of its last line).
-pub fn table_length(lines: &[TableLine]) -> u64 {
-    lines.iter().map(|l| l.start + l.length).max().unwrap_or(0)
+/// The size a table maps (the end of its last line).
+pub fn table_length(lines: &[TableLine]) -> Sectors {
+    lines
+        .iter()
+        .map(|l| l.start + l.length)
+        .max()
+        .unwrap_or_default()
 }
 
 impl Target {
@@ -804,16 +813,16 @@ mod tests {
     fn samples() -> Vec<TableLine> {
         vec![
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Linear(LinearParams {
                     device: "/dev/vdb".into(),
                     offset: 2048,
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Mirror(MirrorParams {
                     region_size: 1024,
                     nosync: false,
@@ -822,8 +831,8 @@ mod tests {
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Mirror(MirrorParams {
                     region_size: 1024,
                     nosync: true,
@@ -839,8 +848,8 @@ mod tests {
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Raid(RaidParams {
                     region_size: Some(1024),
                     nosync: false,
@@ -861,8 +870,8 @@ mod tests {
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Raid(RaidParams {
                     region_size: None,
                     nosync: true,
@@ -883,15 +892,15 @@ mod tests {
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::SnapshotOrigin(SnapshotOriginParams {
                     device: "/dev/vdb".into(),
                 }),
             ),
             TableLine::new(
-                0,
-                524288,
+                Sectors(0),
+                Sectors(524288),
                 Target::Snapshot(SnapshotParams {
                     origin: "/dev/vdb".into(),
                     cow: "/dev/vdd".into(),
@@ -900,8 +909,8 @@ mod tests {
                 }),
             ),
             TableLine::new(
-                0,
-                8,
+                Sectors(0),
+                Sectors(8),
                 Target::Snapshot(SnapshotParams {
                     origin: "253:1".into(),
                     cow: "253:5".into(),
@@ -909,11 +918,11 @@ mod tests {
                     chunk_size: 16,
                 }),
             ),
-            TableLine::new(524288, 1024, Target::Zero),
-            TableLine::new(525312, 1024, Target::Error),
+            TableLine::new(Sectors(524288), Sectors(1024), Target::Zero),
+            TableLine::new(Sectors(525312), Sectors(1024), Target::Error),
             TableLine::new(
-                0,
-                100,
+                Sectors(0),
+                Sectors(100),
                 Target::Other {
                     target_type: "striped".into(),
                     params: "2 128 8:16 0 8:32 0".into(),
@@ -1127,6 +1136,6 @@ mod tests {
         assert_eq!(mapped.devices(), vec!["[/dev/vdb]", "[/dev/vdc]", "[8:48]"]);
         let mapped = s[4].target.map_devices(|d| format!("[{d}]"));
         assert_eq!(mapped.params(), "raid1 2 0 nosync 2 - [253:3] - -");
-        assert_eq!(table_length(&s[8..10]), 526336);
+        assert_eq!(table_length(&s[8..10]), Sectors(526336));
     }
 }

@@ -7,7 +7,7 @@ use super::journal::Intent;
 use super::plan::Plan;
 use super::{names, Element, Inner};
 use crate::configfs::{IblockSpec, StorageObject};
-use crate::dm::{DmName, SnapshotOriginParams, SnapshotParams, Target};
+use crate::dm::{Devno, DmName, Sectors, SnapshotOriginParams, SnapshotParams, Target};
 use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,9 +22,9 @@ const HOST_SIDE_LIMITS: &[&str] = &["queue_depth", "optimal_sectors"];
 pub(crate) struct Backing {
     pub so: StorageObject,
     pub shim: DmName,
-    /// `major:minor` of the device under the shim.
-    pub raw: String,
-    pub sectors: u64,
+    /// The device under the shim.
+    pub raw: Devno,
+    pub sectors: Sectors,
 }
 
 /// What re-creates `so` on `dev` with its identity.
@@ -40,12 +40,12 @@ pub(crate) fn spec_of(so: &StorageObject, dev: &str) -> IblockSpec {
 }
 
 /// The raw device under a shim (or a real device), read from the live tables.
-pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
+pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<Devno> {
     let table = i.dm.table(shim)?;
     let line = table
         .first()
         .ok_or_else(|| Error::Other(format!("device {shim} has no table")))?;
-    Ok(match &line.target {
+    let field = match &line.target {
         Target::Linear(l) => l.device.clone(),
         Target::Mirror(m) => m
             .legs
@@ -64,8 +64,12 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
                 .map(|o| names::real(&o))
                 .transpose()?;
             match real {
-                Some(real) if i.dm.info(&real)?.is_some_and(|d| d.devno() == *origin) => {
-                    raw_under(i, &real)?
+                Some(real)
+                    if i.dm
+                        .info(&real)?
+                        .is_some_and(|d| d.devno().is_written_as(origin)) =>
+                {
+                    return raw_under(i, &real)
                 }
                 _ => origin.clone(),
             }
@@ -77,12 +81,20 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<String> {
                 "device {shim} has an unexpected table {other:?}"
             )))
         }
-    })
+    };
+    // the kernel shows every device of a live table by its number
+    field
+        .parse()
+        .map_err(|e| Error::Other(format!("device {shim}: {e}")))
 }
 
 /// Whether a storage object whose device is `udev_path` runs on the block device `devno`.
-pub(crate) fn runs_on(dm: &dyn crate::dm::DmBackend, udev_path: Option<&str>, devno: &str) -> bool {
-    udev_path.is_some_and(|p| dm.devno_of(std::path::Path::new(p)).ok().as_deref() == Some(devno))
+pub(crate) fn runs_on(
+    dm: &dyn crate::dm::DmBackend,
+    udev_path: Option<&str>,
+    devno: Devno,
+) -> bool {
+    udev_path.is_some_and(|p| dm.devno_of(std::path::Path::new(p)).ok() == Some(devno))
 }
 
 /// If `el` is already served through its shim, describe it.
@@ -96,7 +108,7 @@ pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
         i.dm.device_path(&shim)
             .map(|p| p.to_string_lossy() == udev)
             .unwrap_or(false)
-            || runs_on(&*i.dm, Some(&udev), &info.devno());
+            || runs_on(&*i.dm, Some(&udev), info.devno());
     if on_shim {
         return Ok(Some(Backing {
             so: el.so.clone(),
@@ -108,7 +120,7 @@ pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
     // A shim of ours that nothing uses, left by an interrupted adoption: remove it if it sits
     // on the very device the backstore uses now; otherwise refuse to guess.
     let raw = raw_under(i, &shim).ok();
-    if info.open_count == 0 && raw.is_some_and(|r| runs_on(&*i.dm, Some(&udev), &r)) {
+    if info.open_count == 0 && raw.is_some_and(|r| runs_on(&*i.dm, Some(&udev), r)) {
         warn!(device = %shim, "removing an unused shim left by an interrupted adoption");
         i.dm.remove(&shim)?;
         info!(device = %shim, "removed device");
@@ -274,7 +286,7 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         .clone()
         .ok_or_else(|| Error::Invalid(format!("{} has no udev_path", so.element())))?;
     let raw = i.dm.devno_of(std::path::Path::new(&raw_path))?;
-    let table = Inner::linear(&raw, el.sectors);
+    let table = Inner::linear(raw, el.sectors);
     let dm = &i.dm;
     let shim_c = shim.clone();
     let new_so = rebuild_on(
@@ -290,7 +302,7 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
         move || dm.remove(&shim_c),
     )?;
     info!(element = %so.element(), device = %shim, "adopted");
-    match i.dm.disk_identities(&[&raw]).as_deref() {
+    match i.dm.disk_identities(&[raw]).as_deref() {
         Ok([id]) if id.ids.is_empty() => warn!(
             element = %so.element(),
             device = %id.describe(),
@@ -312,7 +324,7 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
 pub(crate) fn release(i: &Inner, b: &Backing, raw_path: &str) -> Result<()> {
     let so = i.cfs.find_storage_object("block", &b.so.name)?;
     let dm = &i.dm;
-    let table = Inner::linear(&b.raw, b.sectors);
+    let table = Inner::linear(b.raw, b.sectors);
     let shim = b.shim.clone();
     rebuild_on(
         i,

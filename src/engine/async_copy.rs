@@ -8,7 +8,7 @@
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Element, Engine, Inner};
-use crate::dm::{LinearParams, TableLine, Target};
+use crate::dm::{LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
 
@@ -53,7 +53,7 @@ impl Lifecycle for AsyncMirror {
 fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
     let i = &*e.inner;
     let meta = i.opts.raid_meta_sectors;
-    let need = src.sectors + 2 * meta;
+    let need = src.sectors + meta * 2;
     if tgt.sectors < need {
         return Err(Error::Invalid(format!(
             "target {} ({} sectors) is too small for an Async copy of {} ({} sectors): it needs \
@@ -73,11 +73,11 @@ fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
         let mut devnos = Vec::new();
         for (k, name) in rel.meta_names()?.into_iter().enumerate() {
             let table = vec![TableLine {
-                start: 0,
+                start: Sectors(0),
                 length: meta,
                 target: Target::Linear(LinearParams {
-                    device: rel.tgt_raw.clone(),
-                    offset: rel.sectors + k as u64 * meta,
+                    device: rel.tgt_raw.to_string(),
+                    offset: (rel.sectors + meta * k as u64).0,
                 }),
             }];
             let n2 = name.clone();
@@ -86,10 +86,10 @@ fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
                 || i.dm.create(&name, &table),
                 move || i.dm.remove(&n2),
             )?;
-            p.last(|| i.zero_head(&name, (meta * 512) as usize))?;
+            p.last(|| i.zero_head(&name, meta))?;
             devnos.push(info.devno());
         }
-        let table = relationship::raid_table(i, &rel, [devnos[0].clone(), devnos[1].clone()]);
+        let table = relationship::raid_table(i, &rel, [devnos[0], devnos[1]]);
         let real = rel.real.clone();
         let linear = rel.stack().linear();
         p.step(

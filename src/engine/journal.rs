@@ -8,7 +8,7 @@
 
 use super::{adopt, names, Engine, Inner};
 use crate::configfs::{LunExport, StorageObject};
-use crate::dm::Target;
+use crate::dm::{Sectors, Target};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -315,7 +315,7 @@ fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16
         if !matches!(table.first().map(|l| &l.target), Some(Target::Linear(_))) {
             let raw = adopt::raw_under(i, &real)?;
             let len = crate::dm::table_length(&table);
-            i.swap_table(&real, &Inner::linear(&raw, len))?;
+            i.swap_table(&real, &Inner::linear(raw, len))?;
             info!(device = %real, "source's real device back on linear after an interrupted AttachReplica");
         }
     }
@@ -325,7 +325,7 @@ fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16
             let table = i.dm.table(&tshim)?;
             if let Some(Target::Snapshot(sp)) = table.first().map(|l| &l.target) {
                 let len = crate::dm::table_length(&table);
-                let back = Inner::linear(&sp.cow, len.max(1));
+                let back = Inner::linear(sp.cow.parse()?, len.max(Sectors(1)));
                 i.dm.suspend(&shim, false, i.opts.suspend_timeout)?;
                 let r = i.swap_table(&tshim, &back);
                 i.dm.resume(&shim)?;

@@ -27,7 +27,7 @@ pub mod sync;
 mod tests;
 
 use crate::configfs::{ConfigFs, StorageObject};
-use crate::dm::{DmBackend, DmName, LinearParams, TableLine, Target};
+use crate::dm::{Devno, DmBackend, DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::JobManager;
 use crate::service::{
@@ -71,10 +71,10 @@ pub struct Options {
     /// region at a time, so small regions make a slow resync; a write to the region being
     /// copied waits for it).
     pub mirror_region: u64,
-    /// Snapshot chunk size, sectors.
-    pub snapshot_chunk: u64,
-    /// Size of each dm-raid metadata area carved from the Async target's tail, sectors.
-    pub raid_meta_sectors: u64,
+    /// Snapshot chunk size.
+    pub snapshot_chunk: Sectors,
+    /// Size of each dm-raid metadata area carved from the Async target's tail.
+    pub raid_meta_sectors: Sectors,
     /// dm-raid `max_write_behind` (kernel halves it: outstanding writes the replica may lag).
     pub max_write_behind: u32,
     /// Directory of intent records (crash recovery) and of the saved state (reboots); None
@@ -91,8 +91,8 @@ impl Default for Options {
             poll_interval: Duration::from_secs(1),
             stop_wait: Duration::from_secs(60),
             mirror_region: 4096,
-            snapshot_chunk: 8,
-            raid_meta_sectors: 8192,
+            snapshot_chunk: Sectors(8),
+            raid_meta_sectors: Sectors(8192),
             max_write_behind: 512,
             state_dir: None,
             boot_id: None,
@@ -159,7 +159,7 @@ impl Drop for Claim<'_> {
 #[derive(Debug, Clone)]
 pub(crate) struct Element {
     pub so: StorageObject,
-    pub sectors: u64,
+    pub sectors: Sectors,
 }
 
 impl Inner {
@@ -352,8 +352,8 @@ impl Inner {
         }
     }
 
-    /// `major:minor` of one of our devices.
-    pub fn devno(&self, name: &DmName) -> Result<String> {
+    /// The device number of one of our devices.
+    pub fn devno(&self, name: &DmName) -> Result<Devno> {
         self.dm
             .info(name)?
             .map(|d| d.devno())
@@ -361,9 +361,9 @@ impl Inner {
     }
 
     /// A one-line linear table over `devno`.
-    pub fn linear(devno: &str, sectors: u64) -> Vec<TableLine> {
+    pub fn linear(devno: Devno, sectors: Sectors) -> Vec<TableLine> {
         vec![TableLine {
-            start: 0,
+            start: Sectors(0),
             length: sectors,
             target: Target::Linear(LinearParams {
                 device: devno.to_string(),
@@ -372,9 +372,11 @@ impl Inner {
         }]
     }
 
-    /// Write zeros over the first `bytes` of a device we own (COW header, raid metadata).
-    pub fn zero_head(&self, name: &DmName, bytes: usize) -> Result<()> {
+    /// Write zeros over the first `len` of a device we own (COW header, raid metadata).
+    pub fn zero_head(&self, name: &DmName, len: Sectors) -> Result<()> {
         use std::io::{Seek, SeekFrom, Write};
+        let bytes = usize::try_from(len.bytes())
+            .map_err(|_| Error::Invalid(format!("cannot zero {len} sectors at once")))?;
         let path = self.dm.device_path(name)?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -688,8 +690,8 @@ impl Service for Engine {
             let lun = format!("{}/{}/tpgt_{}/lun_{}", l.fabric, l.wwn, l.tpg_tag, l.lun);
             exports.entry(l.storage_object).or_default().push(lun);
         }
-        // our shims, listed once: object name -> the shim's major:minor
-        let ours: BTreeMap<String, String> =
+        // our shims, listed once: object name -> the shim's device number
+        let ours: BTreeMap<String, Devno> =
             i.dm.list()?
                 .into_iter()
                 .filter_map(|d| {
@@ -710,13 +712,14 @@ impl Service for Engine {
         // whether it runs on it
         let from_device = crate::par::map(&objects, 64, |so| {
             let dev = so.udev_path.as_deref().map(std::path::Path::new);
-            let size_bytes = so
-                .size_bytes
-                .or_else(|| dev.and_then(|p| i.dm.size_sectors(p).ok()).map(|s| s * 512));
+            let size_bytes = so.size_bytes.or_else(|| {
+                dev.and_then(|p| i.dm.size_sectors(p).ok())
+                    .map(Sectors::bytes)
+            });
             let adopted = so.plugin == "block"
                 && ours
                     .get(&so.name)
-                    .is_some_and(|devno| adopt::runs_on(&*i.dm, so.udev_path.as_deref(), devno));
+                    .is_some_and(|devno| adopt::runs_on(&*i.dm, so.udev_path.as_deref(), *devno));
             (size_bytes, adopted)
         });
         Ok(objects

@@ -25,7 +25,7 @@ use super::plan::Plan;
 use super::stack::{self, Stack};
 use super::{names, Attached, Element, Engine, Inner};
 use crate::dm::table::RaidDevice;
-use crate::dm::DmName;
+use crate::dm::{Devno, DmName, Sectors};
 use crate::dm::{
     LinearParams, MirrorParams, MirrorStatus, RaidParams, RaidStatus, TableLine, Target,
 };
@@ -52,13 +52,13 @@ pub struct Relationship {
     pub real: DmName,
     pub tgt_shim: DmName,
     pub tag: DmName,
-    /// `major:minor` of the raw devices
-    pub src_raw: String,
-    pub tgt_raw: String,
-    /// source size in sectors
-    pub sectors: u64,
-    /// target size in sectors (its shim's linear table spans it all)
-    pub target_sectors: u64,
+    /// The raw devices
+    pub src_raw: Devno,
+    pub tgt_raw: Devno,
+    /// source size
+    pub sectors: Sectors,
+    /// target size (its shim's linear table spans it all)
+    pub target_sectors: Sectors,
     pub job: Option<String>,
     pub when_synced: Option<u64>,
     /// Why the relationship is broken, when a job or the watcher found out (or the record
@@ -89,8 +89,8 @@ impl Relationship {
             real: names::real(&src.so.name)?,
             tgt_shim: tgt.shim.clone(),
             tag: names::tag(ct, &tgt.so.name)?,
-            src_raw: src.raw.clone(),
-            tgt_raw: tgt.raw.clone(),
+            src_raw: src.raw,
+            tgt_raw: tgt.raw,
             sectors: src.sectors,
             target_sectors: tgt.sectors,
             job: None,
@@ -111,7 +111,7 @@ impl Relationship {
         Stack {
             shim: self.src_shim.clone(),
             real: self.real.clone(),
-            raw: self.src_raw.clone(),
+            raw: self.src_raw,
             sectors: self.sectors,
         }
     }
@@ -161,31 +161,31 @@ pub(crate) fn lifecycle(ct: CopyType) -> &'static dyn Lifecycle {
 /// The record device's table: one sector pointing at the target's raw device, one at the
 /// source's, and a third, `error` sector when the relationship is broken.
 fn record_table(rel: &Relationship, broken: bool) -> Vec<TableLine> {
-    let sector = |start, device: &str| {
+    let sector = |start, device: Devno| {
         TableLine::new(
-            start,
-            1,
+            Sectors(start),
+            Sectors(1),
             Target::Linear(LinearParams {
                 device: device.to_string(),
                 offset: 0,
             }),
         )
     };
-    let mut table = vec![sector(0, &rel.tgt_raw), sector(1, &rel.src_raw)];
+    let mut table = vec![sector(0, rel.tgt_raw), sector(1, rel.src_raw)];
     if broken {
-        table.push(TableLine::new(2, 1, Target::Error));
+        table.push(TableLine::new(Sectors(2), Sectors(1), Target::Error));
     }
     table
 }
 
 /// (target's raw device, source's raw device) a record points at.
-fn record_devices(table: &[TableLine]) -> Option<(String, String)> {
+fn record_devices(table: &[TableLine]) -> Option<(Devno, Devno)> {
     match (
         table.first().map(|l| &l.target),
         table.get(1).map(|l| &l.target),
     ) {
         (Some(Target::Linear(t)), Some(Target::Linear(s))) => {
-            Some((t.device.clone(), s.device.clone()))
+            Some((t.device.parse().ok()?, s.device.parse().ok()?))
         }
         _ => None,
     }
@@ -261,15 +261,15 @@ pub(crate) fn real_table(
             Ok(raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?]))
         }
         _ => {
-            let leg = |device: &str| LinearParams {
+            let leg = |device: Devno| LinearParams {
                 device: device.to_string(),
                 offset: 0,
             };
-            let legs = std::iter::once(leg(&st.raw))
-                .chain(rels.iter().map(|r| leg(&r.tgt_raw)))
+            let legs = std::iter::once(leg(st.raw))
+                .chain(rels.iter().map(|r| leg(r.tgt_raw)))
                 .collect();
             Ok(vec![TableLine::new(
-                0,
+                Sectors(0),
                 st.sectors,
                 Target::Mirror(MirrorParams {
                     region_size: i.opts.mirror_region,
@@ -304,10 +304,10 @@ fn table_without(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
 /// keep their priority.
 const RAID_MAX_RECOVERY_KIB: u64 = 4_000_000;
 
-pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Vec<TableLine> {
+pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [Devno; 2]) -> Vec<TableLine> {
     let [m0, m1] = meta;
     vec![TableLine {
-        start: 0,
+        start: Sectors(0),
         length: rel.sectors,
         target: Target::Raid(RaidParams {
             region_size: None,
@@ -318,12 +318,12 @@ pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [String; 2]) -> Ve
             max_recovery_rate: Some(RAID_MAX_RECOVERY_KIB),
             devices: vec![
                 RaidDevice {
-                    meta: Some(m0),
-                    data: rel.src_raw.clone(),
+                    meta: Some(m0.to_string()),
+                    data: rel.src_raw.to_string(),
                 },
                 RaidDevice {
-                    meta: Some(m1),
-                    data: rel.tgt_raw.clone(),
+                    meta: Some(m1.to_string()),
+                    data: rel.tgt_raw.to_string(),
                 },
             ],
         }),
@@ -358,7 +358,10 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
             let s = MirrorStatus::parse(&line.params)?;
             // the source's leg, or this relationship's own (another copy may share the mirror)
             let leg = s.failed_legs().into_iter().find(|l| {
-                *l == 0 || s.devices.get(*l).map(String::as_str) == Some(rel.tgt_raw.as_str())
+                *l == 0
+                    || s.devices
+                        .get(*l)
+                        .is_some_and(|d| rel.tgt_raw.is_written_as(d))
             });
             let dev = leg.and_then(|l| s.devices.get(l).cloned());
             (s.percent(), s.is_synced(), leg, dev, s.health)
@@ -426,7 +429,10 @@ fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
             s.failed_legs()
                 .into_iter()
                 .filter(|l| {
-                    *l == 0 || s.devices.get(*l).map(String::as_str) == Some(rel.tgt_raw.as_str())
+                    *l == 0
+                        || s.devices
+                            .get(*l)
+                            .is_some_and(|d| rel.tgt_raw.is_written_as(d))
                 })
                 .collect()
         }
@@ -725,8 +731,8 @@ pub(crate) fn forget(i: &Inner, rel: &Relationship) -> Result<()> {
     stack::collapse_if_unused(i, &rel.stack(), in_use)
 }
 
-/// Size in sectors of a device known by `major:minor` (sysfs), for rediscovery.
-fn sectors_of_devno(devno: &str) -> Option<u64> {
+/// Size of a device known by its number (sysfs), for rediscovery.
+fn sectors_of_devno(devno: Devno) -> Option<Sectors> {
     std::fs::read_to_string(format!("/sys/dev/block/{devno}/size"))
         .ok()?
         .trim()
@@ -782,7 +788,7 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         }
         if rel.copy_type == CopyType::Async {
             for m in rel.meta_names()? {
-                p.last(|| i.zero_head(&m, (i.opts.raid_meta_sectors * 512) as usize))?;
+                p.last(|| i.zero_head(&m, i.opts.raid_meta_sectors))?;
             }
         }
         if marked {
@@ -877,8 +883,8 @@ pub(crate) fn mirror_state(
     })
 }
 
-/// The span of a device's live table, sectors.
-fn span(i: &Inner, n: &DmName) -> Result<u64> {
+/// The span of a device's live table.
+fn span(i: &Inner, n: &DmName) -> Result<Sectors> {
     Ok(crate::dm::table_length(&i.dm.table(n)?))
 }
 
@@ -901,7 +907,7 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         let Some(obj) = names::real_object(&d.name) else {
             continue;
         };
-        if adopt::raw_under(i, &d.name).ok().as_deref() == Some(src_raw.as_str()) {
+        if adopt::raw_under(i, &d.name).ok() == Some(src_raw) {
             source = Some(obj);
             break;
         }
@@ -915,7 +921,7 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
     let sectors = span(i, &src_shim)?;
     let target_sectors = match i.dm.table(&tgt_shim)?.first().map(|l| &l.target) {
         Some(Target::Linear(_)) => span(i, &tgt_shim)?,
-        _ => sectors_of_devno(&tgt_raw).unwrap_or(sectors),
+        _ => sectors_of_devno(tgt_raw).unwrap_or(sectors),
     };
     Ok(Relationship {
         id: format!("{src_name}/{tgt_name}"),

@@ -22,7 +22,7 @@
 use super::plan::Plan;
 use super::relationship::{self, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Element, Engine, Inner};
-use crate::dm::{DmName, SnapshotParams, SnapshotStatus, TableLine, Target};
+use crate::dm::{DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
 use crate::service::{operation, CopyType, RelationshipView, SyncState};
@@ -32,16 +32,16 @@ pub(crate) struct Snapshot;
 
 fn params(i: &Inner, rel: &Relationship) -> Result<SnapshotParams> {
     Ok(SnapshotParams {
-        origin: i.devno(&rel.real)?,
-        cow: rel.tgt_raw.clone(),
+        origin: i.devno(&rel.real)?.to_string(),
+        cow: rel.tgt_raw.to_string(),
         persistent: true,
-        chunk_size: i.opts.snapshot_chunk,
+        chunk_size: i.opts.snapshot_chunk.0,
     })
 }
 
 fn snapshot_table(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
     Ok(vec![TableLine::new(
-        0,
+        Sectors(0),
         rel.sectors,
         Target::Snapshot(params(i, rel)?),
     )])
@@ -63,9 +63,9 @@ fn suspend_origin_step<'a>(i: &'a Inner, rel: &Relationship, p: &mut Plan<'a>) -
 fn take_snapshot<'a>(i: &'a Inner, rel: &Relationship, p: &mut Plan<'a>) -> Result<()> {
     suspend_origin_step(i, rel, p)?;
     // the target is on linear here: its first chunk is the COW header
-    p.last(|| i.zero_head(&rel.tgt_shim, (i.opts.snapshot_chunk * 512) as usize))?;
+    p.last(|| i.zero_head(&rel.tgt_shim, i.opts.snapshot_chunk))?;
     let snap = snapshot_table(i, rel)?;
-    let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
+    let back = Inner::linear(rel.tgt_raw, rel.target_sectors);
     let tgt = rel.tgt_shim.clone();
     p.step(
         format!("load snapshot on {tgt}"),
@@ -82,7 +82,7 @@ fn drop_snapshot(i: &Inner, rel: &Relationship) -> Result<()> {
         p.last(|| {
             i.swap_table(
                 &rel.tgt_shim,
-                &Inner::linear(&rel.tgt_raw, rel.target_sectors),
+                &Inner::linear(rel.tgt_raw, rel.target_sectors),
             )
         })?;
         p.last(|| i.dm.resume(&rel.src_shim))
@@ -98,7 +98,7 @@ fn merging_store(i: &Inner, src_shim: &DmName) -> Result<Option<String>> {
 }
 
 fn is_restoring(i: &Inner, rel: &Relationship) -> Result<bool> {
-    Ok(merging_store(i, &rel.src_shim)?.as_deref() == Some(rel.tgt_raw.as_str()))
+    Ok(merging_store(i, &rel.src_shim)?.is_some_and(|cow| rel.tgt_raw.is_written_as(&cow)))
 }
 
 /// The merge's status line on the origin.
@@ -181,7 +181,7 @@ fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
         warn!(relationship = %rel.id, sessions = %sessions.join(", "), "restore forced with initiators logged in");
     }
     let merge = vec![TableLine::new(
-        0,
+        Sectors(0),
         rel.sectors,
         Target::SnapshotMerge(params(i, rel)?),
     )];
@@ -205,7 +205,11 @@ fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
     info!(relationship = %rel.id, device = %rel.src_shim, "merging the snapshot back into its source");
     // the snapshot handed its store over and is invalid now: its LUN-less backstore reads
     // errors until the merge is done, rather than a store that is being emptied
-    let error = vec![TableLine::new(0, rel.target_sectors, Target::Error)];
+    let error = vec![TableLine::new(
+        Sectors(0),
+        rel.target_sectors,
+        Target::Error,
+    )];
     if let Err(err) =
         i.dm.load(&rel.tgt_shim, &error)
             .and_then(|_| i.dm.resume(&rel.tgt_shim))
@@ -294,7 +298,7 @@ fn follow_merge(e: &Engine, rel_id: &str, ctx: &JobCtx) -> std::result::Result<(
 fn finish_merge(i: &Inner, rel: &Relationship) -> Result<()> {
     let origin = rel.stack().origin_table(i)?;
     i.swap_table(&rel.src_shim, &origin)?;
-    let back = Inner::linear(&rel.tgt_raw, rel.target_sectors);
+    let back = Inner::linear(rel.tgt_raw, rel.target_sectors);
     i.swap_table(&rel.tgt_shim, &back)?;
     info!(relationship = %rel.id, "restore complete: the source holds the snapshot's image");
     relationship::forget(i, rel)

@@ -15,7 +15,7 @@
 use super::adopt::Backing;
 use super::plan::Plan;
 use super::{names, Inner};
-use crate::dm::{DmName, SnapshotOriginParams, TableLine, Target};
+use crate::dm::{Devno, DmName, Sectors, SnapshotOriginParams, TableLine, Target};
 use crate::error::{Error, Result};
 use tracing::info;
 
@@ -26,9 +26,9 @@ pub(crate) struct Stack {
     pub shim: DmName,
     /// The device under the origin that holds the replicating table.
     pub real: DmName,
-    /// `major:minor` of the source's disk.
-    pub raw: String,
-    pub sectors: u64,
+    /// The source's disk.
+    pub raw: Devno,
+    pub sectors: Sectors,
 }
 
 impl Stack {
@@ -36,30 +36,30 @@ impl Stack {
         Ok(Stack {
             shim: b.shim.clone(),
             real: names::real(&b.so.name)?,
-            raw: b.raw.clone(),
+            raw: b.raw,
             sectors: b.sectors,
         })
     }
 
-    /// `major:minor` of the real device.
-    pub fn real_devno(&self, i: &Inner) -> Result<String> {
+    /// The device number of the real device.
+    pub fn real_devno(&self, i: &Inner) -> Result<Devno> {
         i.devno(&self.real)
     }
 
     /// The origin's table: `snapshot-origin` over the real device.
     pub fn origin_table(&self, i: &Inner) -> Result<Vec<TableLine>> {
         Ok(vec![TableLine::new(
-            0,
+            Sectors(0),
             self.sectors,
             Target::SnapshotOrigin(SnapshotOriginParams {
-                device: self.real_devno(i)?,
+                device: self.real_devno(i)?.to_string(),
             }),
         )])
     }
 
     /// The real device's table when nothing replicates: `linear` over the disk.
     pub fn linear(&self) -> Vec<TableLine> {
-        Inner::linear(&self.raw, self.sectors)
+        Inner::linear(self.raw, self.sectors)
     }
 
     /// The device the shim's live origin (or merge) table sits on, if it has one.
@@ -83,7 +83,11 @@ impl Stack {
 pub(crate) fn ensure_step<'a>(i: &'a Inner, b: &Backing, p: &mut Plan<'a>) -> Result<Stack> {
     let st = Stack::of(b)?;
     if st.built(i)? {
-        if st.origin_of_shim(i)?.as_deref() != Some(st.real_devno(i)?.as_str()) {
+        let real = st.real_devno(i)?;
+        if !st
+            .origin_of_shim(i)?
+            .is_some_and(|o| real.is_written_as(&o))
+        {
             return Err(Error::InUse(format!(
                 "{} exists but {} is not on it; inspect both with `dmsetup table`",
                 st.real, st.shim

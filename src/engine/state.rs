@@ -21,7 +21,10 @@
 
 use super::{adopt, journal, names};
 use crate::configfs::{ConfigFs, LunExport, StorageObject};
-use crate::dm::{DiskIdentity, DmBackend, DmName, TableLine, Target, NAME_PREFIX, UUID_PREFIX};
+use crate::dm::{
+    Devno, DiskIdentity, DmBackend, DmName, LinearParams, TableLine, Target, NAME_PREFIX,
+    UUID_PREFIX,
+};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,8 +55,8 @@ pub struct SavedState {
     /// The boot the devices were saved in (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: String,
     pub devices: Vec<SavedDevice>,
-    /// Every `major:minor` the tables use -> what identifies that device.
-    pub disks: BTreeMap<String, DiskIdentity>,
+    /// Every device the tables use (`major:minor` in the file) -> what identifies it.
+    pub disks: BTreeMap<Devno, DiskIdentity>,
     pub objects: Vec<SavedObject>,
     /// Devices were re-created at this boot; the storage objects are still to be.
     #[serde(default)]
@@ -107,7 +110,10 @@ pub fn capture(
     for d in dm.list()? {
         let table = dm.table(&d.name)?;
         for line in &table {
-            used.extend(line.devices().into_iter().map(str::to_string));
+            // the kernel shows every device of a live table by its number
+            for dev in line.devices() {
+                used.insert(dev.parse::<Devno>()?);
+            }
         }
         devices.push(SavedDevice {
             name: d.name.clone(),
@@ -119,7 +125,7 @@ pub fn capture(
         let live = cfs
             .find_storage_object("block", &obj)
             .ok()
-            .filter(|so| adopt::runs_on(dm, so.udev_path.as_deref(), &d.devno()));
+            .filter(|so| adopt::runs_on(dm, so.udev_path.as_deref(), d.devno()));
         match live {
             Some(so) => {
                 if targets.is_none() {
@@ -139,10 +145,10 @@ pub fn capture(
             }
         }
     }
-    let used: Vec<&str> = used.iter().map(String::as_str).collect();
+    let used: Vec<Devno> = used.into_iter().collect();
     let disks = used
         .iter()
-        .map(|d| d.to_string())
+        .copied()
         .zip(dm.disk_identities(&used)?)
         .collect();
     Ok(SavedState {
@@ -207,14 +213,14 @@ fn own_device(id: &DiskIdentity) -> Option<DmName> {
 }
 
 enum Resolve {
-    Now(String),
+    Now(Devno),
     /// One of our devices, not made yet.
     Later(DmName),
     Never(String),
 }
 
 fn resolve(dm: &dyn DmBackend, st: &SavedState, old: &str) -> Resolve {
-    let Some(id) = st.disks.get(old) else {
+    let Some(id) = old.parse().ok().and_then(|d: Devno| st.disks.get(&d)) else {
         return Resolve::Never(format!("device {old} has no saved identity"));
     };
     if let Some(own) = own_device(id) {
@@ -232,7 +238,7 @@ fn resolve(dm: &dyn DmBackend, st: &SavedState, old: &str) -> Resolve {
         ));
     }
     match dm.find_disks(id) {
-        Ok(found) if found.len() == 1 => Resolve::Now(found[0].clone()),
+        Ok(found) if found.len() == 1 => Resolve::Now(found[0]),
         Ok(found) if found.is_empty() => {
             Resolve::Never(format!("device {} is not present", id.describe()))
         }
@@ -240,7 +246,11 @@ fn resolve(dm: &dyn DmBackend, st: &SavedState, old: &str) -> Resolve {
             "device {} matches {} devices ({}); not guessing",
             id.describe(),
             found.len(),
-            found.join(", ")
+            found
+                .iter()
+                .map(Devno::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         Err(e) => Resolve::Never(e.to_string()),
     }
@@ -278,7 +288,7 @@ fn map_table(
             length: l.length,
             target: l
                 .target
-                .map_devices(|d| map.get(d).cloned().unwrap_or_else(|| d.to_string())),
+                .map_devices(|d| map.get(d).map_or_else(|| d.to_string(), Devno::to_string)),
         })
         .collect())
 }
@@ -293,7 +303,14 @@ fn source_alone(table: &[TableLine]) -> Option<Vec<TableLine>> {
         _ => return None,
     };
     let len = crate::dm::table_length(table);
-    Some(super::Inner::linear(&raw, len))
+    Some(vec![TableLine::new(
+        crate::dm::Sectors(0),
+        len,
+        Target::Linear(LinearParams {
+            device: raw,
+            offset: 0,
+        }),
+    )])
 }
 
 /// Re-create every saved device that does not exist, ours referring to ours after them.
@@ -420,7 +437,7 @@ pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Resul
             };
             match cfs.find_storage_object("block", &o.so.name) {
                 Ok(cur) => {
-                    if !adopt::runs_on(dm, cur.udev_path.as_deref(), &info.devno()) {
+                    if !adopt::runs_on(dm, cur.udev_path.as_deref(), info.devno()) {
                         return Err(Error::InUse(format!(
                             "LIO already has {} on {}, not on {shim}: writes to it bypass its \
                              replica; delete it and restart the daemon",
@@ -454,4 +471,98 @@ pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Resul
         }
     }
     Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file as written before device numbers and sizes had types of their own.
+    const OLD_FORMAT: &str = r#"{
+  "format": 1,
+  "boot_id": "0f3c4e2a-5d1b-4c8e-9a7f-2b6d8e1c3a5f",
+  "devices": [
+    {
+      "name": "lio-replica-v1-so-disk0",
+      "table": ["0 131072 snapshot-origin 253:1"]
+    },
+    {
+      "name": "lio-replica-v1-real-disk0",
+      "table": ["0 131072 mirror core 1 4096 2 8:0 0 8:16 0 1 handle_errors"]
+    }
+  ],
+  "disks": {
+    "253:1": {
+      "ids": ["dm-uuid:LIOREPLICA-V1-real-disk0"],
+      "sectors": 131072,
+      "kernel_name": "dm-1"
+    },
+    "8:0": {
+      "ids": ["serial:lr-disk0"],
+      "sectors": 131072,
+      "kernel_name": "vdb"
+    },
+    "8:16": {
+      "ids": ["by-id:virtio-lr-disk1", "serial:lr-disk1"],
+      "sectors": 262144,
+      "kernel_name": "vdc"
+    }
+  },
+  "objects": [
+    {
+      "so": {
+        "plugin": "block",
+        "hba": "iblock_0",
+        "name": "disk0",
+        "udev_path": "/dev/mapper/lio-replica-v1-so-disk0",
+        "size_bytes": null,
+        "wwn": "5e2e0000-0000-4000-8000-000000000000",
+        "enabled": true,
+        "readonly": false,
+        "path": "/sys/kernel/config/target/core/iblock_0/disk0",
+        "attributes": {"emulate_tpu": "0", "queue_depth": "128"}
+      },
+      "exports": [
+        {
+          "fabric": "iscsi",
+          "wwn": "iqn.2003-01.org.linux-iscsi.sim:disk0",
+          "tpg": "/sys/kernel/config/target/iscsi/iqn.2003-01.org.linux-iscsi.sim:disk0/tpgt_1",
+          "tpg_tag": 1,
+          "tpg_enabled": true,
+          "lun": 0,
+          "link_name": "lnk0",
+          "mapped": [],
+          "mapped_acls": []
+        }
+      ]
+    }
+  ],
+  "lio_pending": false
+}"#;
+
+    #[test]
+    fn an_old_format_state_file_still_loads_and_saves_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), OLD_FORMAT).unwrap();
+        let st = load(dir.path()).unwrap().unwrap();
+        let vdc = &st.disks[&Devno::new(8, 16)];
+        assert_eq!(vdc.sectors, crate::dm::Sectors(262144));
+        assert_eq!(vdc.kernel_name, "vdc");
+        assert_eq!(
+            st.disks.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            ["8:0", "8:16", "253:1"]
+        );
+        assert_eq!(st.objects[0].so.plugin, "block");
+        // written back, it is the same document
+        save(dir.path(), &st).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_FORMAT).unwrap();
+        assert_eq!(back, old);
+        // and a device number that is not one is refused, naming the file
+        let bad = OLD_FORMAT.replace(r#""8:16": {"#, r#""vdc": {"#);
+        std::fs::write(dir.path().join(STATE_FILE), bad).unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains(STATE_FILE), "{e}");
+    }
 }

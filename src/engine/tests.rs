@@ -24,7 +24,7 @@ fn opts() -> Options {
         poll_interval: Duration::from_millis(5),
         stop_wait: Duration::from_secs(10),
         suspend_timeout: Duration::from_millis(200),
-        raid_meta_sectors: 64,
+        raid_meta_sectors: Sectors(64),
         ..Options::default()
     }
 }
@@ -46,8 +46,8 @@ impl World {
         for (k, s) in sizes.iter().enumerate() {
             let p = dir.path().join("disks").join(format!("d{k}"));
             let f = std::fs::File::create(&p).unwrap();
-            f.set_len(s * 512).unwrap();
-            sim.add_disk(&p, *s);
+            f.set_len(Sectors(*s).bytes()).unwrap();
+            sim.add_disk(&p, Sectors(*s));
         }
         let engine = Engine::new(cfs.clone(), sim.clone(), state_opts(dir.path())).unwrap();
         World {
@@ -1009,7 +1009,7 @@ fn reboot(w: &World, disks: &[usize]) -> (ConfigFs, Arc<SimDm>, Engine) {
     let sim = Arc::new(SimDm::with_dir(w.dir.path().join("dm-after")));
     // another order: every disk gets another major:minor than before
     for &k in disks.iter().rev() {
-        sim.add_disk(w.disk(k), 64 * MB);
+        sim.add_disk(w.disk(k), Sectors(64 * MB));
     }
     let opts = Options {
         boot_id: Some("the-next-boot".into()),
@@ -1169,7 +1169,7 @@ fn storage_objects_of_a_big_tree() {
     );
     for (k, v) in views.iter().enumerate() {
         assert_eq!(v.hba, format!("iblock_{k}"));
-        assert_eq!(v.size_bytes, Some(sizes[k] * 512), "{v:?}");
+        assert_eq!(v.size_bytes, Some(Sectors(sizes[k]).bytes()), "{v:?}");
         assert_eq!(v.adopted, k == 42, "{v:?}");
         assert_eq!(v.exported_by, exports.get(&k).cloned().unwrap_or_default());
         assert_eq!(v.relationship, None);

@@ -10,7 +10,7 @@
 
 use lio_replica::configfs::fake::{tree_listing, FakeFs};
 use lio_replica::configfs::{ConfigFs, FsOps, IblockSpec, StorageObject};
-use lio_replica::dm::SimDm;
+use lio_replica::dm::{Sectors, SimDm};
 use lio_replica::engine::{Engine, Options};
 use std::collections::BTreeMap;
 use std::io;
@@ -119,7 +119,7 @@ pub fn fast_options() -> Options {
         poll_interval: Duration::from_millis(5),
         stop_wait: Duration::from_secs(10),
         suspend_timeout: Duration::from_millis(500),
-        raid_meta_sectors: 64,
+        raid_meta_sectors: Sectors(64),
         ..Options::default()
     }
 }
@@ -154,8 +154,11 @@ impl World {
         std::fs::create_dir_all(dir.path().join("disks")).unwrap();
         for (k, s) in sizes.iter().enumerate() {
             let p = dir.path().join("disks").join(format!("d{k}"));
-            std::fs::File::create(&p).unwrap().set_len(s * 512).unwrap();
-            sim.add_disk(&p, *s);
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(Sectors(*s).bytes())
+                .unwrap();
+            sim.add_disk(&p, Sectors(*s));
         }
         let engine = Engine::new(cfs.clone(), sim.clone(), opts).unwrap();
         World {
