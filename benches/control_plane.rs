@@ -24,6 +24,7 @@ use lio_replica::configfs::{ConfigFs, FsOps, IblockSpec};
 use lio_replica::dm::SimDm;
 use lio_replica::engine::{Engine, Options};
 use lio_replica::jobs::{JobManager, JobSpec};
+use lio_replica::names::Plugin;
 use lio_replica::service::Service;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -510,7 +511,7 @@ fn main() {
             .as_deref()
             .is_some_and(|p| p.ends_with("/disks/d42.img")));
         let full = cfs
-            .find_storage_object("block", "bench42")
+            .find_storage_object(&Plugin::Block, "bench42")
             .expect("bench42 read whole");
         assert_eq!(full.summary.clone(), *so);
         assert_eq!(

@@ -12,6 +12,7 @@ use lio_replica::api::protocol;
 use lio_replica::configfs::fake::FakeFs;
 use lio_replica::configfs::{ConfigFs, FsOps, IblockSpec};
 use lio_replica::dm::DmBackend;
+use lio_replica::names::Plugin;
 use lio_replica::service::{MethodResult, Service};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -420,7 +421,7 @@ fn symlinked_storage_objects_do_not_exist() {
 fn lun_links_leading_outside_are_ignored() {
     let w = world();
     let g = ghost(&w, 2);
-    let src = w.cfs.find_storage_object("block", "src").unwrap();
+    let src = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     let tpg = w.export(&src, "iqn.2003-01.org.example:t");
     for (lun, target) in [
         ("lun_5", g.clone()),
@@ -503,7 +504,7 @@ fn symlinked_attribute_files_are_not_followed() {
         std::fs::remove_file(&p).unwrap();
         symlink(&target, &p).unwrap();
     }
-    let src = w.cfs.find_storage_object("block", "src").unwrap();
+    let src = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert!(!src.attributes.contains_key("emulate_tpu"), "{src:?}");
     assert!(!src.attributes.contains_key("queue_depth"), "{src:?}");
     let b = before(&w);
@@ -533,7 +534,7 @@ fn symlinked_attribute_files_are_not_followed() {
         std::fs::remove_file(&p).unwrap();
         symlink(&target, &p).unwrap();
     }
-    let tgt = w.cfs.find_storage_object("block", "tgt").unwrap();
+    let tgt = w.cfs.find_storage_object(&Plugin::Block, "tgt").unwrap();
     assert_eq!(tgt.wwn, None, "{tgt:?}");
     assert_ne!(tgt.udev_path.as_deref(), Some("do not touch"), "{tgt:?}");
     let b = before(&w);

@@ -21,6 +21,7 @@ mod world;
 use lio_replica::api::{Client, Server};
 use lio_replica::dm::DmBackend;
 use lio_replica::engine::{names, Engine};
+use lio_replica::names::Plugin;
 use lio_replica::service::Service;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -686,7 +687,7 @@ fn hundred_clients_conflicting_calls() {
         w.iblock(&format!("b{k}"), k);
     }
     // one of them exported: a target it may not be
-    let b9 = w.cfs.find_storage_object("block", "b9").unwrap();
+    let b9 = w.cfs.find_storage_object(&Plugin::Block, "b9").unwrap();
     w.export(&b9, "iqn.2003-01.org.example:stress");
     let socket = w.dir.path().join("run/api.sock");
     let server = Server::bind(&socket, Arc::new(w.engine.clone()))

@@ -15,6 +15,7 @@ mod tests;
 mod write;
 
 use crate::error::Result;
+use crate::names::{Element, Plugin};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,8 +60,8 @@ impl std::ops::Deref for StorageObject {
 /// re-create an object, which reads it whole ([`ConfigFs::find_storage_object`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StorageObjectSummary {
-    /// targetcli's name of the plugin: block, fileio, ramdisk, pscsi, user
-    pub plugin: String,
+    /// The plugin, by its targetcli name in JSON (block, fileio, ramdisk, pscsi, user)
+    pub plugin: Plugin,
     /// HBA directory, e.g. `iblock_0`
     pub hba: String,
     pub name: String,
@@ -75,8 +76,8 @@ pub struct StorageObjectSummary {
 }
 
 impl StorageObjectSummary {
-    pub fn element(&self) -> String {
-        format!("/backstores/{}/{}", self.plugin, self.name)
+    pub fn element(&self) -> Element {
+        Element::existing(self.plugin.clone(), &self.name)
     }
 }
 
@@ -216,7 +217,7 @@ impl ConfigFs {
     }
     /// One storage object, attributes included. `plugin` is targetcli's name (block,
     /// fileio, ...). `Error::NotFound` if absent.
-    pub fn find_storage_object(&self, plugin: &str, name: &str) -> Result<StorageObject> {
+    pub fn find_storage_object(&self, plugin: &Plugin, name: &str) -> Result<StorageObject> {
         read::find_storage_object(self, plugin, name)
     }
     /// All fabric targets (every directory under the root except `core`).

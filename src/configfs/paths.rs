@@ -4,20 +4,11 @@
 use super::dir;
 use super::ConfigFs;
 use crate::error::{Error, Result};
-use crate::names::validate_configfs_component;
+use crate::names::{validate_configfs_component, Plugin};
 use nix::libc;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-
-/// HBA directory prefix -> targetcli's plugin name.
-pub(crate) const PLUGINS: &[(&str, &str)] = &[
-    ("iblock", "block"),
-    ("fileio", "fileio"),
-    ("rd_mcp", "ramdisk"),
-    ("pscsi", "pscsi"),
-    ("user", "user"),
-];
 
 /// Names under a fabric directory that are not targets (as rtslib excludes them).
 pub(crate) const FABRIC_NON_TARGETS: &[&str] = &[
@@ -31,16 +22,13 @@ pub(crate) const FABRIC_NON_TARGETS: &[&str] = &[
 pub(crate) fn split_hba(name: &str) -> Option<(&'static str, u32)> {
     let (prefix, index) = name.rsplit_once('_')?;
     let index = u32::try_from(parse_digits(index)?).ok()?;
-    PLUGINS
-        .iter()
-        .find(|(p, _)| *p == prefix)
-        .map(|(p, _)| (*p, index))
+    Plugin::from_hba_prefix(prefix).map(|p| (p.hba_prefix(), index))
 }
 
-/// The targetcli plugin name of an HBA directory (`iblock_0` -> `block`).
-pub(crate) fn plugin_of_hba(name: &str) -> Option<&'static str> {
+/// The plugin of an HBA directory (`iblock_0` -> block).
+pub(crate) fn plugin_of_hba(name: &str) -> Option<Plugin> {
     let (prefix, _) = split_hba(name)?;
-    PLUGINS.iter().find(|(p, _)| *p == prefix).map(|(_, n)| *n)
+    Plugin::from_hba_prefix(prefix)
 }
 
 fn parse_digits(s: &str) -> Option<u64> {
@@ -460,8 +448,8 @@ mod tests {
     fn hba_names() {
         assert_eq!(split_hba("iblock_0"), Some(("iblock", 0)));
         assert_eq!(split_hba("rd_mcp_12"), Some(("rd_mcp", 12)));
-        assert_eq!(plugin_of_hba("rd_mcp_1"), Some("ramdisk"));
-        assert_eq!(plugin_of_hba("user_3"), Some("user"));
+        assert_eq!(plugin_of_hba("rd_mcp_1"), Some(Plugin::Ramdisk));
+        assert_eq!(plugin_of_hba("user_3"), Some(Plugin::User(None)));
         assert_eq!(split_hba("alua"), None);
         assert_eq!(split_hba("iblock_"), None);
         assert_eq!(split_hba("iblock_+1"), None);

@@ -16,7 +16,7 @@ use super::paths::{
 use super::{ConfigFs, LunExport, LunLink, MappedLun, NodeAcl, StorageObject, Target, Tpg};
 use super::{Lun, StorageObjectSummary};
 use crate::error::{Error, Result};
-use crate::names::validate_configfs_component;
+use crate::names::{validate_configfs_component, Plugin};
 use crate::par;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,7 +36,7 @@ struct Hbas {
     /// `None` where a symlink stands in place of `core`
     core: Option<OwnedFd>,
     /// `(plugin, hba directory name)`, by name
-    dirs: Vec<(&'static str, String)>,
+    dirs: Vec<(Plugin, String)>,
 }
 
 fn hba_dirs(cfs: &ConfigFs) -> Result<Hbas> {
@@ -105,7 +105,7 @@ pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObjectSummary
 fn list_hba(
     core_fd: BorrowedFd<'_>,
     core: &Path,
-    plugin: &str,
+    plugin: &Plugin,
     hba: &str,
 ) -> Result<Vec<StorageObjectSummary>> {
     let dir = core.join(hba);
@@ -131,7 +131,7 @@ struct ObjectDir<'a> {
     /// `None` if the HBA directory could not be opened: nothing can be read
     hba_fd: Option<BorrowedFd<'a>>,
     core: &'a Path,
-    plugin: &'a str,
+    plugin: &'a Plugin,
     hba: &'a str,
     name: &'a str,
 }
@@ -166,8 +166,8 @@ fn read_summary(o: &ObjectDir<'_>) -> StorageObjectSummary {
         .attr("udev_path")
         .filter(|s| !s.is_empty())
         .or_else(|| match o.plugin {
-            "block" => info_value(&info, "UDEV PATH"),
-            "fileio" => info_value(&info, "File"),
+            Plugin::Block => info_value(&info, "UDEV PATH"),
+            Plugin::Fileio => info_value(&info, "File"),
             _ => None,
         })
         .filter(|s| !s.is_empty());
@@ -176,8 +176,10 @@ fn read_summary(o: &ObjectDir<'_>) -> StorageObjectSummary {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|v| v != 0);
     let size_bytes = match o.plugin {
-        "fileio" | "user" => info_value(&info, "Size").and_then(|v| v.parse::<u64>().ok()),
-        "ramdisk" => info_value(&info, "PAGES/PAGE_SIZE").and_then(|v| {
+        Plugin::Fileio | Plugin::User(_) => {
+            info_value(&info, "Size").and_then(|v| v.parse::<u64>().ok())
+        }
+        Plugin::Ramdisk => info_value(&info, "PAGES/PAGE_SIZE").and_then(|v| {
             let (pages, page) = v.split_once('*')?;
             pages
                 .parse::<u64>()
@@ -189,7 +191,7 @@ fn read_summary(o: &ObjectDir<'_>) -> StorageObjectSummary {
     }
     .filter(|s| *s > 0);
     StorageObjectSummary {
-        plugin: o.plugin.to_string(),
+        plugin: o.plugin.clone(),
         hba: o.hba.to_string(),
         name: o.name.to_string(),
         udev_path,
@@ -212,7 +214,7 @@ fn read_summary(o: &ObjectDir<'_>) -> StorageObjectSummary {
 /// directory that is not a symlink.
 pub(super) fn read_storage_object(
     cfs: &ConfigFs,
-    plugin: &str,
+    plugin: &Plugin,
     hba: &str,
     name: &str,
 ) -> StorageObject {
@@ -282,18 +284,13 @@ pub(super) fn read_attributes(dir: &Path) -> BTreeMap<String, String> {
 /// directory of that plugin, nothing read.
 pub(super) fn locate_storage_object(
     cfs: &ConfigFs,
-    plugin: &str,
+    want: &Plugin,
     name: &str,
-) -> Result<Option<(&'static str, String)>> {
-    let want = if plugin.starts_with("user:") {
-        "user"
-    } else {
-        plugin
-    };
+) -> Result<Option<(Plugin, String)>> {
     validate_configfs_component(name)?;
     let core = cfs.root.join("core");
     for (plugin, hba) in hba_dirs(cfs)?.dirs {
-        if plugin != want {
+        if !plugin.same_kind(want) {
             continue;
         }
         // a real directory, not a symlink planted in its place
@@ -307,12 +304,12 @@ pub(super) fn locate_storage_object(
 
 pub(super) fn find_storage_object(
     cfs: &ConfigFs,
-    plugin: &str,
+    plugin: &Plugin,
     name: &str,
 ) -> Result<StorageObject> {
     // read only the one object: an attach must not cost a walk of the whole tree
     match locate_storage_object(cfs, plugin, name)? {
-        Some((plugin, hba)) => Ok(read_storage_object(cfs, plugin, &hba, name)),
+        Some((plugin, hba)) => Ok(read_storage_object(cfs, &plugin, &hba, name)),
         None => Err(Error::NotFound(format!(
             "no storage object /backstores/{plugin}/{name}"
         ))),

@@ -3,6 +3,7 @@
 use super::fake::{fake_tree, tree_listing, FakeFs, FakeOp};
 use super::*;
 use crate::error::Error;
+use crate::names::Plugin;
 use std::path::Path;
 
 const IQN: &str = "iqn.2003-01.org.linux-iscsi.vmprobe:tgt1";
@@ -136,10 +137,10 @@ fn reads_a_tree_built_like_the_kernels() {
     let sos = cfs.storage_objects().unwrap();
     assert_eq!(sos.len(), 1);
     let so = &sos[0];
-    assert_eq!(so.plugin, "block");
+    assert_eq!(so.plugin, Plugin::Block);
     assert_eq!(so.hba, "iblock_0");
     assert_eq!(so.name, "disk0");
-    assert_eq!(so.element(), "/backstores/block/disk0");
+    assert_eq!(so.element().to_string(), "/backstores/block/disk0");
     // Only `control` was written: the device comes from `info`.
     assert_eq!(so.udev_path.as_deref(), Some("/dev/vda"));
     assert_eq!(
@@ -151,7 +152,7 @@ fn reads_a_tree_built_like_the_kernels() {
     assert_eq!(so.size_bytes, None);
     assert_eq!(so.path, b);
     // the object read whole: the same, and its read-write attributes
-    let full = cfs.find_storage_object("block", "disk0").unwrap();
+    let full = cfs.find_storage_object(&Plugin::Block, "disk0").unwrap();
     assert_eq!(full.summary, *so);
     // saved (state, intent records) as one flat object, as before the two were split
     let json = serde_json::to_value(&full).unwrap();
@@ -192,14 +193,14 @@ fn reads_a_tree_built_like_the_kernels() {
     );
     assert!(tpg.acls.is_empty());
 
-    let e = cfs.find_storage_object("block", "nope").unwrap_err();
+    let e = cfs.find_storage_object(&Plugin::Block, "nope").unwrap_err();
     assert!(matches!(e, Error::NotFound(_)));
     assert_eq!(
         e.to_string(),
         "not found: no storage object /backstores/block/nope"
     );
     assert!(matches!(
-        cfs.find_storage_object("fileio", "disk0"),
+        cfs.find_storage_object(&Plugin::Fileio, "disk0"),
         Err(Error::NotFound(_))
     ));
 }
@@ -230,7 +231,7 @@ fn reads_every_plugin_and_skips_non_hba_entries() {
     let sos = cfs.storage_objects().unwrap();
     let plugins: Vec<_> = sos
         .iter()
-        .map(|s| (s.plugin.as_str(), s.name.as_str()))
+        .map(|s| (s.plugin.name(), s.name.as_str()))
         .collect();
     assert_eq!(
         plugins,
@@ -256,11 +257,13 @@ fn reads_every_plugin_and_skips_non_hba_entries() {
             .collect::<Vec<_>>(),
         sos
     );
-    let p1 = cfs.find_storage_object("pscsi", "p1").unwrap();
+    let p1 = cfs.find_storage_object(&Plugin::Pscsi, "p1").unwrap();
     assert!(!p1.attributes.is_empty());
     assert!(p1.attributes.keys().all(|k| !k.starts_with("hw_")));
     assert_eq!(
-        cfs.find_storage_object("user:rbd", "u1").unwrap().hba,
+        cfs.find_storage_object(&"user:rbd".parse().unwrap(), "u1")
+            .unwrap()
+            .hba,
         "user_4"
     );
 }
@@ -695,7 +698,7 @@ fn planted_symlinks_are_not_followed() {
     assert_eq!(luns[1].index, 3);
     assert_eq!(luns[1].storage_object, None);
     assert_eq!(luns[2].storage_object, None);
-    let disk0 = cfs.find_storage_object("block", "disk0").unwrap();
+    let disk0 = cfs.find_storage_object(&Plugin::Block, "disk0").unwrap();
     assert_eq!(disk0.summary.clone(), sos[0]);
     assert_eq!(cfs.exports_of(&disk0).unwrap().len(), 1);
 }
@@ -808,7 +811,10 @@ fn listing_reads_neither_attributes_nor_acls() {
     assert_eq!(names(&attrib), Vec::<String>::new());
     assert_eq!(names(&acl), Vec::<String>::new());
 
-    assert_eq!(cfs.find_storage_object("block", "disk0").unwrap(), so);
+    assert_eq!(
+        cfs.find_storage_object(&Plugin::Block, "disk0").unwrap(),
+        so
+    );
     assert!(names(&attrib).iter().any(|n| n == "block_size"));
     assert_eq!(cfs.targets().unwrap()[0].tpgs[0].acls.len(), 1);
     assert!(names(&acl).iter().any(|n| n == "write_protect"));
@@ -999,7 +1005,10 @@ fn a_second_fake_sees_the_same_tree() {
         cfs.lock_path().to_path_buf(),
     );
     assert_eq!(again.storage_objects().unwrap(), vec![so.summary.clone()]);
-    assert_eq!(again.find_storage_object("block", &so.name).unwrap(), so);
+    assert_eq!(
+        again.find_storage_object(&Plugin::Block, &so.name).unwrap(),
+        so
+    );
     let e = again.create_iblock(&spec("dup", "/dev/vda")).unwrap_err();
     assert!(
         matches!(e, Error::Io { .. }),

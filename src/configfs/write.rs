@@ -8,7 +8,7 @@ use super::paths::{
 use super::read::{exports_of, locate_storage_object, mapped_luns_of, read_storage_object};
 use super::{ConfigFs, IblockSpec, StorageObject};
 use crate::error::{Error, Result};
-use crate::names::{validate_configfs_component, validate_object_name};
+use crate::names::{validate_configfs_component, validate_object_name, Element, Plugin};
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
@@ -242,12 +242,12 @@ pub(super) fn create_iblock(cfs: &ConfigFs, spec: &IblockSpec) -> Result<Storage
             )));
         }
     }
-    let element = format!("/backstores/block/{}", spec.name);
+    let element = Element::existing(Plugin::Block, &spec.name);
     let core = cfs.root.join("core");
     if !is_real_dir(&core) {
-        return Err(missing_core(cfs, &element));
+        return Err(missing_core(cfs, &element.to_string()));
     }
-    if locate_storage_object(cfs, "block", &spec.name)?.is_some() {
+    if locate_storage_object(cfs, &Plugin::Block, &spec.name)?.is_some() {
         return Err(Error::InUse(format!("{element} already exists")));
     }
     let hba = match &spec.hba {
@@ -284,7 +284,7 @@ pub(super) fn create_iblock(cfs: &ConfigFs, spec: &IblockSpec) -> Result<Storage
         Ok(())
     })?;
     write_attributes(cfs, &so_dir.join("attrib"), &spec.attributes);
-    Ok(read_storage_object(cfs, "block", &hba, &spec.name))
+    Ok(read_storage_object(cfs, &Plugin::Block, &hba, &spec.name))
 }
 
 /// Write the attributes that differ from the fresh object's; unknown, read-only and refused

@@ -5,10 +5,11 @@
 
 use super::journal::Intent;
 use super::plan::Plan;
-use super::{names, Element, Inner};
+use super::{names, Inner, Resolved};
 use crate::configfs::{IblockSpec, StorageObject};
 use crate::dm::{Devno, DmName, Sectors, SnapshotOriginParams, SnapshotParams, Target};
 use crate::error::{Error, Result};
+use crate::names::Plugin;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tracing::{info, warn};
@@ -98,7 +99,7 @@ pub(crate) fn runs_on(
 }
 
 /// If `el` is already served through its shim, describe it.
-pub(crate) fn adopted(i: &Inner, el: &Element) -> Result<Option<Backing>> {
+pub(crate) fn adopted(i: &Inner, el: &Resolved) -> Result<Option<Backing>> {
     let shim = names::shim(&el.so.name)?;
     let Some(info) = i.dm.info(&shim)? else {
         return Ok(None);
@@ -205,7 +206,7 @@ fn rebuild_on<'a>(
             format!("create storage object {} on {new_dev}", so.element()),
             || cfs.create_iblock(&spec_new),
             move || {
-                let cur = cfs.find_storage_object("block", &name)?;
+                let cur = cfs.find_storage_object(&Plugin::Block, &name)?;
                 cfs.delete_storage_object(&cur)
             },
         )?;
@@ -275,7 +276,7 @@ fn rebuild_on<'a>(
 }
 
 /// Adopt `el` (no-op if already adopted). Complete, or rolled back entirely.
-pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
+pub(crate) fn adopt(i: &Inner, el: &Resolved) -> Result<Backing> {
     if let Some(b) = adopted(i, el)? {
         return Ok(b);
     }
@@ -322,7 +323,7 @@ pub(crate) fn adopt(i: &Inner, el: &Element) -> Result<Backing> {
 
 /// Put a storage object back on its raw device and remove its shim (the inverse of adopt).
 pub(crate) fn release(i: &Inner, b: &Backing, raw_path: &str) -> Result<()> {
-    let so = i.cfs.find_storage_object("block", &b.so.name)?;
+    let so = i.cfs.find_storage_object(&Plugin::Block, &b.so.name)?;
     let dm = &i.dm;
     let table = Inner::linear(b.raw, b.sectors);
     let shim = b.shim.clone();
@@ -341,7 +342,7 @@ pub(crate) fn release(i: &Inner, b: &Backing, raw_path: &str) -> Result<()> {
 
 /// Adopt `el` as one step of a bigger plan: if the plan rolls back later, the storage object
 /// is put back on its raw device. Already adopted objects are left as they are.
-pub(crate) fn adopt_step<'a>(i: &'a Inner, el: &Element, p: &mut Plan<'a>) -> Result<Backing> {
+pub(crate) fn adopt_step<'a>(i: &'a Inner, el: &Resolved, p: &mut Plan<'a>) -> Result<Backing> {
     if let Some(b) = adopted(i, el)? {
         return Ok(b);
     }

@@ -7,7 +7,7 @@
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
-use super::{adopt, stack, Attached, Element, Engine, Inner};
+use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::dm::{LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
@@ -15,7 +15,7 @@ use crate::service::{CopyType, RelationshipView, SyncState};
 pub(crate) struct AsyncMirror;
 
 impl Lifecycle for AsyncMirror {
-    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+    fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
         attach(e, src, tgt)
     }
 
@@ -50,7 +50,7 @@ impl Lifecycle for AsyncMirror {
     }
 }
 
-fn attach(e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
     let i = &*e.inner;
     let meta = i.opts.raid_meta_sectors;
     let need = src.sectors + meta * 2;

@@ -6,14 +6,14 @@
 
 use super::relationship::{self, Finish, Lifecycle, Relationship};
 use super::sync::start_mirror;
-use super::{Attached, Element, Engine, Inner};
+use super::{Attached, Engine, Inner, Resolved};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
 
 pub(crate) struct FullCopy;
 
 impl Lifecycle for FullCopy {
-    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+    fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
         let rel = start_mirror(e, CopyType::UnSyncUnAssoc, &src, &tgt)?;
         let id = rel.id.clone();
         relationship::register(&e.inner, rel);

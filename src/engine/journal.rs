@@ -10,6 +10,7 @@ use super::{adopt, names, Engine, Inner};
 use crate::configfs::{LunExport, StorageObject};
 use crate::dm::{Sectors, Target};
 use crate::error::{Error, Result};
+use crate::names::Plugin;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -193,7 +194,7 @@ fn recover_rebuild(
     let cfs = &i.cfs;
     let shim = names::shim(&so.name)?;
     let shim_info = i.dm.info(&shim)?;
-    let cur = match cfs.find_storage_object("block", &so.name) {
+    let cur = match cfs.find_storage_object(&Plugin::Block, &so.name) {
         Ok(cur) => cur,
         Err(Error::NotFound(_))
             if boot_id.is_some_and(|b| b != i.boot_id) && !(to_shim && shim_info.is_some()) =>

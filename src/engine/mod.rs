@@ -30,6 +30,7 @@ use crate::configfs::{ConfigFs, StorageObject};
 use crate::dm::{Devno, DmBackend, DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::JobManager;
+use crate::names::Element;
 use crate::service::{
     CopyType, JobView, MethodResult, RelationshipView, Service, StorageObjectView,
 };
@@ -109,7 +110,7 @@ pub(crate) struct Inner {
     /// Serialises every kernel change (control-plane operations are short).
     kernel: Mutex<()>,
     /// Elements an API call is working on right now.
-    claims: Mutex<BTreeSet<String>>,
+    claims: Mutex<BTreeSet<Element>>,
     /// Relationships by InstanceID.
     pub rels: Mutex<BTreeMap<String, Relationship>>,
     /// The state last saved to disk; saving starts once start-up recovery is over.
@@ -143,7 +144,7 @@ pub struct Engine {
 /// Removes its claims when dropped.
 pub(crate) struct Claim<'a> {
     inner: &'a Inner,
-    keys: Vec<String>,
+    keys: Vec<Element>,
 }
 
 impl Drop for Claim<'_> {
@@ -157,14 +158,14 @@ impl Drop for Claim<'_> {
 
 /// A storage object resolved for an operation, with its size.
 #[derive(Debug, Clone)]
-pub(crate) struct Element {
+pub(crate) struct Resolved {
     pub so: StorageObject,
     pub sectors: Sectors,
 }
 
 impl Inner {
     /// Claim elements for the duration of a call; In Use if another call holds one.
-    pub fn claim(&self, keys: &[String]) -> Result<Claim<'_>> {
+    pub fn claim(&self, keys: &[Element]) -> Result<Claim<'_>> {
         let mut c = self.claims.lock().unwrap();
         if let Some(k) = keys.iter().find(|k| c.contains(*k)) {
             return Err(Error::InUse(format!(
@@ -218,12 +219,12 @@ impl Inner {
     }
 
     /// The relationships `element` takes part in, as source or target.
-    pub fn relationships_of(&self, element: &str) -> Vec<Relationship> {
+    pub fn relationships_of(&self, element: &Element) -> Vec<Relationship> {
         self.rels
             .lock()
             .unwrap()
             .values()
-            .filter(|r| r.source == element || r.target == element)
+            .filter(|r| r.source == *element || r.target == *element)
             .cloned()
             .collect()
     }
@@ -232,8 +233,8 @@ impl Inner {
     /// has, and why `tgt` may not be its target, if either may not.
     fn refuse_attach(
         &self,
-        src: &Element,
-        tgt: &Element,
+        src: &Resolved,
+        tgt: &Resolved,
         ct: CopyType,
         lc: &dyn relationship::Lifecycle,
     ) -> Option<String> {
@@ -275,8 +276,7 @@ impl Inner {
         if let Some(r) = self.relationship(name) {
             return Ok(r);
         }
-        let element = crate::names::parse_element(name)
-            .map(|(p, n)| format!("/backstores/{p}/{n}"))
+        let element = Element::parse(name)
             .map_err(|_| Error::NotFound(format!("no relationship {name:?}")))?;
         let mut found = self.relationships_of(&element);
         match found.len() {
@@ -295,21 +295,17 @@ impl Inner {
     }
 
     /// Resolve an element name to an existing, replicable storage object.
-    pub fn resolve(&self, element: &str, role: &str) -> Result<Element> {
-        if element.trim().is_empty() {
-            return Err(Error::Invalid(format!("missing {role} element")));
-        }
-        let (plugin, name) = crate::names::parse_element(element)?;
+    pub fn resolve(&self, element: &Element, role: &str) -> Result<Resolved> {
         let so = self
             .cfs
-            .find_storage_object(&plugin, &name)
+            .find_storage_object(element.plugin(), element.name())
             .map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!(
-                    "{role} element /backstores/{plugin}/{name} does not exist"
-                )),
+                Error::NotFound(_) => {
+                    Error::NotFound(format!("{role} element {element} does not exist"))
+                }
                 other => other,
             })?;
-        if so.plugin != "block" {
+        if !so.plugin.can_replicate() {
             return Err(Error::NotSupported(format!(
                 "{role} {} is a {} backstore; only block (iblock) backstores can be replicated, \
                  because their device can be put under device-mapper",
@@ -327,7 +323,7 @@ impl Inner {
             )));
         }
         let sectors = self.dm.size_sectors(std::path::Path::new(&dev))?;
-        Ok(Element { so, sectors })
+        Ok(Resolved { so, sectors })
     }
 
     /// Suspend `name`, load `table`, resume. On failure the device is left resumed with its
@@ -508,15 +504,13 @@ impl Engine {
         if target.trim().is_empty() {
             return Err(Error::Invalid("missing TargetElement".into()));
         }
-        let (sp, sn) = crate::names::parse_element(source)?;
-        let (tp, tn) = crate::names::parse_element(target)?;
-        if (sp.as_str(), sn.as_str()) == (tp.as_str(), tn.as_str()) {
+        let skey = Element::parse(source)?;
+        let tkey = Element::parse(target)?;
+        if skey == tkey {
             return Err(Error::Invalid(format!(
-                "source and target are the same element /backstores/{sp}/{sn}"
+                "source and target are the same element {skey}"
             )));
         }
-        let skey = format!("/backstores/{sp}/{sn}");
-        let tkey = format!("/backstores/{tp}/{tn}");
         let _claim = i.claim(&[skey.clone(), tkey.clone()])?;
         let _k = i.kernel_lock();
         let src = i.resolve(&skey, "source")?;
@@ -601,8 +595,7 @@ impl Engine {
     /// Put a storage object on a shim device of ours (idempotent).
     pub fn adopt_element(&self, element: &str) -> Result<StorageObject> {
         let i = &*self.inner;
-        let (p, n) = crate::names::parse_element(element)?;
-        let key = format!("/backstores/{p}/{n}");
+        let key = Element::parse(element)?;
         let _claim = i.claim(std::slice::from_ref(&key))?;
         let _k = i.kernel_lock();
         let el = i.resolve(&key, "element")?;
@@ -700,7 +693,7 @@ impl Service for Engine {
                 })
                 .collect();
         // element -> the relationship it is part of (the first by id, should there be two)
-        let mut rel_of: HashMap<String, String> = HashMap::new();
+        let mut rel_of: HashMap<Element, String> = HashMap::new();
         for r in i.rels.lock().unwrap().values() {
             for el in [&r.source, &r.target] {
                 rel_of.entry(el.clone()).or_insert_with(|| r.id.clone());
@@ -716,7 +709,7 @@ impl Service for Engine {
                 dev.and_then(|p| i.dm.size_sectors(p).ok())
                     .map(Sectors::bytes)
             });
-            let adopted = so.plugin == "block"
+            let adopted = so.plugin.can_replicate()
                 && ours
                     .get(&so.name)
                     .is_some_and(|devno| adopt::runs_on(&*i.dm, so.udev_path.as_deref(), *devno));
@@ -732,8 +725,8 @@ impl Service for Engine {
                 let exported_by = exports.remove(&key).unwrap_or_default();
                 let (hba, name) = key;
                 StorageObjectView {
-                    element,
-                    plugin: so.plugin,
+                    element: element.to_string(),
+                    plugin: so.plugin.to_string(),
                     name,
                     hba,
                     device: so.udev_path,

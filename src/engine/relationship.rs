@@ -23,7 +23,7 @@
 use super::adopt::{self, Backing};
 use super::plan::Plan;
 use super::stack::{self, Stack};
-use super::{names, Attached, Element, Engine, Inner};
+use super::{names, Attached, Engine, Inner, Resolved};
 use crate::dm::table::RaidDevice;
 use crate::dm::{Devno, DmName, Sectors};
 use crate::dm::{
@@ -31,6 +31,7 @@ use crate::dm::{
 };
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
+use crate::names::{Element, Plugin};
 use crate::service::{CopyType, RelationshipView, SyncState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -42,8 +43,8 @@ pub struct Relationship {
     /// `SOURCE/TARGET` (storage object names)
     pub id: String,
     /// `/backstores/block/SOURCE`
-    pub source: String,
-    pub target: String,
+    pub source: Element,
+    pub target: Element,
     pub source_name: String,
     pub target_name: String,
     pub copy_type: CopyType,
@@ -127,7 +128,7 @@ impl Relationship {
 pub(crate) trait Lifecycle: Sync {
     /// AttachReplica: build it in the kernel (rolled back entirely on failure), register it
     /// and start what follows it.
-    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached>;
+    fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached>;
     /// A ModifySynchronization operation other than Detach (already checked to be one of
     /// the operations the API knows).
     fn modify(&self, e: &Engine, rel: &Relationship, op: u16, force: bool) -> Result<Attached>;
@@ -601,8 +602,8 @@ pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) ->
             rel.target,
             rel.copy_type.value()
         ),
-        source: rel.source.clone(),
-        target: rel.target.clone(),
+        source: rel.source.to_string(),
+        target: rel.target.to_string(),
         copy_type: rel.copy_type.value(),
         relationship: (finish == Finish::Keep).then(|| rel.id.clone()),
         unstoppable: None,
@@ -821,8 +822,8 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
     let lc = rel.lifecycle();
     let mut v = RelationshipView {
         instance_id: rel.id.clone(),
-        system_element: rel.source.clone(),
-        synced_element: rel.target.clone(),
+        system_element: rel.source.to_string(),
+        synced_element: rel.target.to_string(),
         copy_type: rel.copy_type.value(),
         sync_state: SyncState::Broken.value(),
         sync_state_name: String::new(),
@@ -925,8 +926,8 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
     };
     Ok(Relationship {
         id: format!("{src_name}/{tgt_name}"),
-        source: format!("/backstores/block/{src_name}"),
-        target: format!("/backstores/block/{tgt_name}"),
+        source: Element::existing(Plugin::Block, &src_name),
+        target: Element::existing(Plugin::Block, tgt_name),
         source_name: src_name.clone(),
         target_name: tgt_name.to_string(),
         copy_type: ct,

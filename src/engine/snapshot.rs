@@ -21,10 +21,11 @@
 
 use super::plan::Plan;
 use super::relationship::{self, Lifecycle, Relationship};
-use super::{adopt, stack, Attached, Element, Engine, Inner};
+use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::dm::{DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
+use crate::names::Plugin;
 use crate::service::{operation, CopyType, RelationshipView, SyncState};
 use tracing::{info, warn};
 
@@ -120,7 +121,7 @@ fn left_to_merge(s: &SnapshotStatus) -> Option<u64> {
 
 /// Who is logged in through the LUNs that export `element`, as `INITIATOR (LUN path)`.
 fn sessions_on(i: &Inner, element_name: &str) -> Result<Vec<String>> {
-    let so = i.cfs.find_storage_object("block", element_name)?;
+    let so = i.cfs.find_storage_object(&Plugin::Block, element_name)?;
     let exports = i.cfs.exports_of(&so)?;
     let mut out = Vec::new();
     for e in &exports {
@@ -160,7 +161,9 @@ fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
             rel.id
         )));
     }
-    let tgt_so = i.cfs.find_storage_object("block", &rel.target_name)?;
+    let tgt_so = i
+        .cfs
+        .find_storage_object(&Plugin::Block, &rel.target_name)?;
     if let Some(x) = i.cfs.exports_of(&tgt_so)?.first() {
         return Err(Error::InUse(format!(
             "snapshot {} is exported through {}/{}/tpgt_{}/lun_{}: a restore consumes its image, \
@@ -230,8 +233,8 @@ fn start_restore_job(e: &Engine, rel: &Relationship) -> Result<String> {
             "restore {} from snapshot {} (CopyType 4)",
             rel.source, rel.target
         ),
-        source: rel.target.clone(),
-        target: rel.source.clone(),
+        source: rel.target.to_string(),
+        target: rel.source.to_string(),
         copy_type: CopyType::UnSyncAssoc.value(),
         relationship: Some(rel.id.clone()),
         unstoppable: Some(format!(
@@ -321,7 +324,7 @@ fn refresh(e: &Engine, rel: &Relationship) -> Result<Attached> {
 }
 
 impl Lifecycle for Snapshot {
-    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+    fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
         let i = &*e.inner;
         let mut rel = Plan::new("attach UnSyncAssoc").run(|p| {
             let sb = adopt::adopt_step(i, &src, p)?;

@@ -26,6 +26,7 @@ use crate::dm::{
     UUID_PREFIX,
 };
 use crate::error::{Error, Result};
+use crate::names::Plugin;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -123,7 +124,7 @@ pub fn capture(
             continue;
         };
         let live = cfs
-            .find_storage_object("block", &obj)
+            .find_storage_object(&Plugin::Block, &obj)
             .ok()
             .filter(|so| adopt::runs_on(dm, so.udev_path.as_deref(), d.devno()));
         match live {
@@ -435,7 +436,7 @@ pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Resul
                     "its device {shim} was not re-created"
                 )));
             };
-            match cfs.find_storage_object("block", &o.so.name) {
+            match cfs.find_storage_object(&Plugin::Block, &o.so.name) {
                 Ok(cur) => {
                     if !adopt::runs_on(dm, cur.udev_path.as_deref(), info.devno()) {
                         return Err(Error::InUse(format!(
@@ -552,7 +553,7 @@ mod tests {
             st.disks.keys().map(ToString::to_string).collect::<Vec<_>>(),
             ["8:0", "8:16", "253:1"]
         );
-        assert_eq!(st.objects[0].so.plugin, "block");
+        assert_eq!(st.objects[0].so.plugin, Plugin::Block);
         // written back, it is the same document
         save(dir.path(), &st).unwrap();
         let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();

@@ -5,7 +5,7 @@
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
-use super::{adopt, stack, Attached, Element, Engine, Inner};
+use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{operation, CopyType, RelationshipView, SyncState};
 
@@ -16,8 +16,8 @@ pub(crate) struct SyncMirror;
 pub(crate) fn start_mirror(
     e: &Engine,
     ct: CopyType,
-    src: &Element,
-    tgt: &Element,
+    src: &Resolved,
+    tgt: &Resolved,
 ) -> Result<Relationship> {
     let i = &*e.inner;
     Plan::new(format!("attach {ct:?}")).run(|p| {
@@ -65,7 +65,7 @@ pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: u16) -> Result<A
 }
 
 impl Lifecycle for SyncMirror {
-    fn attach(&self, e: &Engine, src: Element, tgt: Element) -> Result<Attached> {
+    fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
         let rel = start_mirror(e, CopyType::Sync, &src, &tgt)?;
         let id = rel.id.clone();
         relationship::register(&e.inner, rel);

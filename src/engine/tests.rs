@@ -6,6 +6,7 @@ use super::*;
 use crate::configfs::fake::{fake_tree, tree_listing, FakeFs};
 use crate::configfs::{FsOps, IblockSpec};
 use crate::dm::{SimDm, SimOp, SyncStep};
+use crate::names::Plugin;
 use crate::service::{JobState, Service};
 use std::time::Duration;
 
@@ -172,7 +173,7 @@ fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
         .collect();
     assert_eq!(got, want);
     // both backstores now sit on our devices
-    let so = w.cfs.find_storage_object("block", "src").unwrap();
+    let so = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert_eq!(
         so.udev_path.as_deref(),
         Some(
@@ -268,10 +269,10 @@ fn adoption_keeps_identity_and_is_idempotent() {
     let w = World::new(&[64 * MB]);
     let so = w.iblock("src", 0);
     let tpg = w.export(&so, "iqn.2003-01.org.example:t");
-    let before = w.cfs.find_storage_object("block", "src").unwrap();
+    let before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     let r = w.engine.adopt("block/src");
     assert_eq!(r.return_value, 0, "{r:?}");
-    let after = w.cfs.find_storage_object("block", "src").unwrap();
+    let after = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert_eq!(after.hba, before.hba);
     assert_eq!(after.wwn, before.wwn);
     assert_eq!(after.attributes, before.attributes);
@@ -787,7 +788,7 @@ fn crash_at_every_step(sizes: &[u64], op: impl Fn(&World) -> MethodResult) -> us
         let w = World::new(sizes);
         exported_pair(&w);
         let exports_before = w.cfs.targets().unwrap();
-        let so_before = w.cfs.find_storage_object("block", "src").unwrap();
+        let so_before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
         journal::set_test_crash_point(Some(point));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&w)));
         journal::set_test_crash_point(None);
@@ -800,7 +801,7 @@ fn crash_at_every_step(sizes: &[u64], op: impl Fn(&World) -> MethodResult) -> us
             "{point}: no intent record"
         );
         let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
-        let so = w.cfs.find_storage_object("block", "src").unwrap();
+        let so = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
         assert!(so.enabled, "{point}");
         assert_eq!(
             (&so.hba, &so.wwn, &so.attributes),
@@ -1039,7 +1040,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
             .return_value,
         0
     );
-    let src_before = w.cfs.find_storage_object("block", "src").unwrap();
+    let src_before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     let devno = |sim: &SimDm, k: usize| sim.devno_of(&w.disk(k)).unwrap();
     let old_d0 = devno(&w.sim, 0);
 
@@ -1059,7 +1060,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     let legs = format!("2 {new_d0} 0 {} 0", devno(&sim, 1));
     assert!(mirror.contains(&legs), "{mirror} lacks {legs}");
     // the exported source is back in LIO on its shim, with its identity, LUN and mapping
-    let src = cfs.find_storage_object("block", "src").unwrap();
+    let src = cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert_eq!(src.wwn, src_before.wwn);
     assert_eq!(src.attributes, src_before.attributes);
     assert_eq!(src.hba, src_before.hba);
@@ -1076,7 +1077,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     assert!(ex[0].mapped[0].write_protect);
     // the snapshot's target and the detached pair are back as adopted objects, no more
     for name in ["b", "c", "d"] {
-        let so = cfs.find_storage_object("block", name).unwrap();
+        let so = cfs.find_storage_object(&Plugin::Block, name).unwrap();
         assert!(cfs.exports_of(&so).unwrap().is_empty());
     }
     assert!(
@@ -1086,7 +1087,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     // a daemon restart in the same boot does not restore anything again
     drop(e);
     std::fs::remove_dir_all(
-        cfs.find_storage_object("block", "b")
+        cfs.find_storage_object(&Plugin::Block, "b")
             .unwrap()
             .path
             .parent()
@@ -1101,7 +1102,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
     assert_eq!(e2.relationships().unwrap().len(), 2);
     // (an object deleted since is not brought back by a mere restart)
     assert!(matches!(
-        cfs.find_storage_object("block", "b"),
+        cfs.find_storage_object(&Plugin::Block, "b"),
         Err(Error::NotFound(_))
     ));
 }
@@ -1124,7 +1125,7 @@ fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
             sim.devno_of(&w.disk(0)).unwrap()
         )
     );
-    let src = cfs.find_storage_object("block", "src").unwrap();
+    let src = cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert_eq!(cfs.exports_of(&src).unwrap().len(), 1);
     // nothing was made for the target: not its shim, not its record, not its storage object
     assert!(sim.info(&DmName::new("so-tgt").unwrap()).unwrap().is_none());
@@ -1133,7 +1134,7 @@ fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
         .unwrap()
         .is_none());
     assert!(matches!(
-        cfs.find_storage_object("block", "tgt"),
+        cfs.find_storage_object(&Plugin::Block, "tgt"),
         Err(Error::NotFound(_))
     ));
 }
@@ -1155,7 +1156,7 @@ fn storage_objects_of_a_big_tree() {
         let tpg = w.cfs.create_tpg("iscsi", &iqn, 1).unwrap();
         let so = w
             .cfs
-            .find_storage_object("block", &format!("o{k}"))
+            .find_storage_object(&Plugin::Block, &format!("o{k}"))
             .unwrap();
         w.cfs.create_lun(&tpg, k as u64, &so, "l").unwrap();
         exports.insert(k, vec![format!("iscsi/{iqn}/tpgt_1/lun_{k}")]);
@@ -1195,7 +1196,7 @@ fn an_interrupted_rebuild_of_another_boot_is_not_redone_on_a_device_path() {
     std::fs::remove_dir_all(so.path.parent().unwrap()).unwrap();
     let e = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
     assert!(matches!(
-        w.cfs.find_storage_object("block", "src"),
+        w.cfs.find_storage_object(&Plugin::Block, "src"),
         Err(Error::NotFound(_))
     ));
     assert_eq!(
@@ -1218,7 +1219,7 @@ fn an_interrupted_rebuild_of_another_boot_is_not_redone_on_a_device_path() {
     }
     let _left = journal.record("rebuild", "src", &this_boot).unwrap();
     let _e = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
-    let back = w.cfs.find_storage_object("block", "src").unwrap();
+    let back = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
     assert_eq!(back.wwn, so.wwn);
     assert!(journal.pending().is_empty());
 }
@@ -1408,7 +1409,7 @@ fn restore_is_refused_with_sessions_or_an_exported_snapshot() {
         .description
         .unwrap()
         .contains("iqn.1993-08.org.debian:01:host7"));
-    let s0 = w.cfs.find_storage_object("block", "s0").unwrap();
+    let s0 = w.cfs.find_storage_object(&Plugin::Block, "s0").unwrap();
     w.export(&s0, "iqn.2003-01.org.example:s0");
     let before_export = w.state();
     let r = restore(&w, "src/s0", true);
