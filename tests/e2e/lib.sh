@@ -12,7 +12,8 @@
 # Environment (all optional):
 #   E2E_DISKS      the scratch disks a scenario may use, space-separated (the test VM's
 #                  disks with serials lr-disk0 ... lr-disk5, which are /dev/vda ... /dev/vdf
-#                  unless a reboot scenario's later boot reorders them); see `disk N`
+#                  unless a reboot scenario's later boot reorders them, and lr-disk6 when
+#                  the VM has a seventh disk); see `disk N`
 #   LIO_BOOT       which boot of a reboot scenario this is (1, 2, ...; set by the VM's init)
 #   INITIATOR      local (default: open-iscsi in this machine, via PORTAL_IP) or ssh:[USER@]HOST
 #                  (initiator commands run there through ssh; set PORTAL_IP to this target's
@@ -40,6 +41,8 @@ if [ -z "${E2E_DISKS:-}" ]; then
     for _e2e_i in 0 1 2 3 4 5; do
       E2E_DISKS="${E2E_DISKS:-}${E2E_DISKS:+ }$(by_serial "lr-disk$_e2e_i")"
     done
+    # the optional seventh disk (scripts/vm-test's EXTRA_DISK_MB)
+    if by_serial lr-disk6 > /dev/null; then E2E_DISKS="$E2E_DISKS $(by_serial lr-disk6)"; fi
   else
     E2E_DISKS="/dev/vda /dev/vdb /dev/vdc /dev/vdd /dev/vde /dev/vdf"
   fi
@@ -500,9 +503,10 @@ dm_slow() {
   echo "/dev/mapper/$1"
 }
 
-# dm_part NAME DEV MiB: a dm `linear` device of the first MiB of DEV; prints its path
+# dm_part NAME DEV MiB [OFFSET_MiB]: a dm `linear` device of MiB of DEV from OFFSET_MiB (0);
+# prints its path
 dm_part() {
-  dmsetup create "$1" --table "0 $(($3 * 2048)) linear $2 0" ||
+  dmsetup create "$1" --table "0 $(($3 * 2048)) linear $2 $((${4:-0} * 2048))" ||
     { fail "dm_part $1: dmsetup refused"; return 1; }
   echo "/dev/mapper/$1"
 }
