@@ -7,7 +7,8 @@
 # one wins on conflicts):
 #  * a base image, built once and cached in $LIO_VM_DIR/initramfs/ under a key of its inputs:
 #    static busybox, the kernel module closure (LIO, device-mapper, md raid1, iSCSI initiator,
-#    virtio) with modules.dep, dmsetup, kmod, iscsid/iscsiadm, their libraries, and glibc;
+#    virtio) with modules.dep, dmsetup, lvm (with an lvm.conf for a system without udev),
+#    kmod, iscsid/iscsiadm, their libraries, and glibc;
 #  * a small overlay rebuilt every time: /init, BINARY as /usr/bin/<name> with its libraries,
 #    and /e2e/ holding tests/e2e/lib.sh (or $E2E_LIB) and the SCENARIO files.
 # Needs scripts/vm/setup-host.sh to have run (it writes $LIO_VM_DIR/host.env).
@@ -78,6 +79,29 @@ build_base() { # out
   depmod -b "$r" "$KVER"          # in-guest modprobe (and kernel autoload) works
 
   copy_bin "$r" /usr/sbin/dmsetup sbin/dmsetup
+  # LVM (the benchmark's reference for snapshots): the one `lvm` binary, called as `lvm CMD`.
+  # No udev, no lvmpolld, no dmeventd here: lvm makes its own /dev nodes and polls a merge
+  # itself; no metadata backups (nothing to keep in an initramfs)
+  copy_bin "$r" /sbin/lvm sbin/lvm
+  mkdir -p "$r/etc/lvm" "$r/run/lock/lvm"
+  cat > "$r/etc/lvm/lvm.conf" <<'EOF'
+activation {
+	udev_sync = 0
+	udev_rules = 0
+	monitoring = 0
+}
+devices {
+	obtain_device_list_from_udev = 0
+	external_device_info_source = "none"
+}
+global {
+	use_lvmpolld = 0
+}
+backup {
+	backup = 0
+	archive = 0
+}
+EOF
   copy_bin "$r" /bin/kmod sbin/kmod
   for a in modprobe insmod lsmod rmmod modinfo depmod; do
     rm -f "$r/sbin/$a" "$r/bin/$a"
@@ -132,7 +156,7 @@ TMPS=()
 trap 'rm -rf "${TMPS[@]}" "$OUT.overlay"' EXIT
 KEY=$({
   echo "$KVER $KROOT $IROOT $MODULES"
-  sha256sum "$0" /bin/busybox /usr/sbin/dmsetup /bin/kmod /$LIBDIR/libc.so.6 | cut -d' ' -f1
+  sha256sum "$0" /bin/busybox /usr/sbin/dmsetup /sbin/lvm /bin/kmod /$LIBDIR/libc.so.6 | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
 BASE=$W/initramfs/base-$KEY.cpio.gz
 if [ ! -s "$BASE" ]; then

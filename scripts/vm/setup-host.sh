@@ -2,9 +2,10 @@
 # Prepare a Debian (bookworm) host for the real-kernel VM tests. Idempotent; a warm run takes
 # a second or two.
 #
-#  * apt packages: qemu (TCG is enough), static busybox, kmod, cpio, dmsetup, the Rust build
-#    dependencies of lio-replica (libdevmapper-dev, libclang-dev, pkg-config), ruby (Vagrantfile
-#    syntax check) and shellcheck (script lint);
+#  * apt packages: qemu (TCG is enough), static busybox, kmod, cpio, dmsetup, lvm2 (its `lvm`
+#    goes into the guest: the benchmark's LVM snapshot reference), the Rust build dependencies
+#    of lio-replica (libdevmapper-dev, libclang-dev, pkg-config), ruby (Vagrantfile syntax
+#    check) and shellcheck (script lint);
 #  * the guest kernel: the package behind Debian's linux-image-amd64 metapackage, and
 #    open-iscsi with its two libraries, fetched with `apt-get download` and unpacked with
 #    `dpkg-deb -x` into the work dir. Nothing is installed into the host's boot path.
@@ -26,7 +27,7 @@ APT_DL=(apt-get -q)
 
 say() { echo "setup-host: $*"; }
 
-PKGS=(busybox-static kmod cpio dmsetup libdevmapper-dev libclang-dev pkg-config ruby shellcheck
+PKGS=(busybox-static kmod cpio dmsetup lvm2 libdevmapper-dev libclang-dev pkg-config ruby shellcheck
       ca-certificates)
 
 missing=()
