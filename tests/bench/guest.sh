@@ -12,17 +12,30 @@
 #   lag.*    Async under a steady write load: the lag bound, convergence after the writes stop
 #   cp.*     control plane: snapshot AttachReplica round trip vs EnumerateJobs round trip,
 #            daemon VmRSS
+#   snap.*   initiator writes to a LUN with 1, 4 and 16 UnSyncAssoc snapshots vs the same LUN
+#            on linear, and the same for an LVM LV with thick snapshots (lvcreate -s) on the
+#            same disk; Restore of a snapshot (10 % of the source rewritten) and LVM's
+#            lvconvert --merge vs dd writing that much to the same disk (needs the seventh
+#            disk, scripts/vm-test's EXTRA_DISK_MB; skipped without it)
 # A check that goes wrong is a `fail` (the run's verdict), but the remaining parts still run.
 # shellcheck source=../e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 BENCH_ROUNDS=2      # repetitions of each measurement (scripts/bench --rounds rewrites this line)
+BENCH_PARTS="copy io control snap"   # the parts to run (scripts/bench --parts rewrites this line)
 IO_MB=128           # initiator throughput: MiB written with bs=1M per measurement (at most
                     # a quarter of the LUN)
 LAT_N=1000          # initiator latency: 4 KiB writes per measurement
 LOAD_S=10           # Async lag: seconds of steady writes
 LOAD_MB=8           # Async lag: size of the rewritten region
 CP_N=7              # control plane: round trips per median
+SNAP_NS="1 4 16"    # snapshots: how many snapshots of the LUN per measurement (the last is the most)
+SNAP_MB=64          # snapshots: the LUN (and the LV); every snapshot target is as large (the
+                    # product wants targets at least as large as the source)
+SNAP_IO_MB=48       # snapshots: MiB written with bs=1M per measurement; with the latency writes
+                    # (LAT_N x 4 KiB) they must fit in a COW store of SNAP_MB with its
+                    # metadata (1/256 of the data, and a header chunk)
+SNAP_RS_MB=512      # restore: the source; 10 % of it is rewritten, then restored
 
 # now: wall clock with microseconds (busybox date has no %N; adjtimex reads the kernel's time)
 now() { adjtimex | awk '/tv_sec/ {s = $2} /tv_usec/ {u = $2} END {printf "%d.%06d\n", s, u}'; }
@@ -286,6 +299,226 @@ part_control() {
 }
 
 # ------------------------------------------------------------------------------------------
+# snap.*: initiator writes with 1, 4, 16 snapshots (the product's and LVM's) vs linear;
+# Restore and LVM's merge vs dd. Everything on the seventh disk, cut into dm linear slices:
+#   the product: LUN psrc (SNAP_MB), targets pc1..pcN (SNAP_MB each), restore rsrc and rtgt
+#   (SNAP_RS_MB each); LVM: one PV holding the LV lvsrc (SNAP_MB, exported the same way), N
+#   snapshots of SNAP_MB, the restore LV rlv (SNAP_RS_MB) and its snapshot; a scratch slice for
+#   the dd baseline of the restore
+
+SIQN=iqn.2003-01.org.linux-iscsi.bench:snap
+LIQN=iqn.2003-01.org.linux-iscsi.bench:lvm
+VG=benchvg
+export LVM_SUPPRESS_FD_WARNINGS=1
+# lvm looks at the PV slice only (not at the product's devices, which it would read at every
+# command, nor at the initiator's disks)
+LVM_CFG='devices { filter = [ "a|^/dev/mapper/bench-pv$|", "r|.*|" ] }'
+
+# lvm_do CMD ARG...: an lvm command, its output shown only when it fails
+lvm_do() {
+  _b_c=$1
+  shift
+  lvm "$_b_c" --config "$LVM_CFG" "$@" > /tmp/b-lvm.out 2>&1 ||
+    { fail "lvm $_b_c $*: $(tail -n 3 /tmp/b-lvm.out | tr '\n' ' ')"; return 1; }
+}
+
+snap_measure() { # KEY ROUND DEV: 1 MiB throughput at S_IO, 4 KiB latency at S_LAT (apart, so
+  # that the latency writes land on chunks every snapshot still shares)
+  bench "snap.$1.tput.$2" "$(timed_dd /dev/zero "$3" bs=1M count="$SNAP_IO_MB" seek="$S_IO" oflag=direct conv=notrunc)"
+  bench "snap.$1.lat.$2" "$(timed_dd /dev/zero "$3" bs=4k count=$LAT_N seek=$((S_LAT * 256)) oflag=direct conv=notrunc)"
+}
+
+snap_valid() { # DM-NAME...: none of these snapshots is Invalid or Overflow (a full COW store)
+  for _b_d in "$@"; do
+    if dmsetup status "$_b_d" | grep -q -E 'Invalid|Overflow'; then return 1; fi
+  done
+}
+
+snap_product() { # N ROUND: N fresh snapshots of psrc, the writes, the snapshots detached
+  _b_k=1 _b_names='' _b_want=$1
+  while [ $_b_k -le "$1" ]; do
+    lr --json attach block/psrc "block/pc$_b_k" --copy-type unsyncassoc > /tmp/b-snap.json 2>&1
+    [ "$(jfield ReturnValue < /tmp/b-snap.json)" = 0 ] || fail "snapshot pc$_b_k: $(tr '\n' ' ' < /tmp/b-snap.json)"
+    _b_names="$_b_names lio-replica-v1-so-pc$_b_k"
+    _b_k=$((_b_k + 1))
+  done
+  [ "$2" -ne 1 ] || check '[ "$(lr --json relationships | grep -c "\"InstanceID\": \"psrc/")" -eq "$_b_want" ]' \
+    "$1 snapshot relationships on psrc"
+  snap_measure "p$1" "$2" "$SSD"
+  # shellcheck disable=SC2086 # a list of names
+  check 'snap_valid $_b_names' "round $2: the $1 snapshot(s) of psrc are valid after the writes"
+  _b_k=1
+  while [ $_b_k -le "$1" ]; do
+    lr detach "psrc/pc$_b_k" > /dev/null || fail "detach psrc/pc$_b_k"
+    _b_k=$((_b_k + 1))
+  done
+}
+
+snap_lvm() { # N ROUND: N fresh thick snapshots of lvsrc, the writes, the snapshots removed
+  _b_k=1 _b_names='' _b_lvs=''
+  while [ $_b_k -le "$1" ]; do
+    lvm_do lvcreate -s -n "s$_b_k" -L "${SNAP_MB}m" "$VG/lvsrc"
+    _b_names="$_b_names $VG-s$_b_k"
+    _b_lvs="$_b_lvs $VG/s$_b_k"
+    _b_k=$((_b_k + 1))
+  done
+  snap_measure "lv$1" "$2" "$LSD"
+  # shellcheck disable=SC2086 # lists of names
+  check 'snap_valid $_b_names' "round $2: the $1 LVM snapshot(s) of lvsrc are valid after the writes"
+  # shellcheck disable=SC2086
+  lvm_do lvremove -f $_b_lvs
+}
+
+job_wait() { # JOB: `lr --json job` every 0.1 s until the job ends; sets JSTATE
+  JSTATE=
+  while :; do
+    lr --json job "$1" > /tmp/b-job.json 2>&1 || { fail "job $1: $(cat /tmp/b-job.json)"; break; }
+    JSTATE=$(jfield JobState < /tmp/b-job.json)
+    case $JSTATE in 7 | 8 | 9 | 10) break ;; esac
+    sleep 0.1
+  done
+}
+
+snap_restore() { # ROUND: a snapshot of rsrc, 10 % rewritten, restore -> job Completed
+  lr --json attach block/rsrc block/rtgt --copy-type unsyncassoc > /tmp/b-snap.json 2>&1
+  [ "$(jfield ReturnValue < /tmp/b-snap.json)" = 0 ] || { fail "snapshot rsrc: $(tr '\n' ' ' < /tmp/b-snap.json)"; return 1; }
+  dmsetup mknodes lio-replica-v1-so-rsrc
+  _b_h=$(md5dev_at /dev/mapper/lio-replica-v1-so-rsrc 0 "$R_MB")
+  dd if=/tmp/b-rw of=/dev/mapper/lio-replica-v1-so-rsrc bs=1M oflag=direct conv=notrunc 2>/dev/null || fail "rewrite rsrc"
+  _b_lines=$(wc -l < "$LR_LOG")
+  _b_t0=$(now)
+  lr --json restore rsrc/rtgt > /tmp/b-restore.json 2>&1
+  _b_job=$(jfield Job < /tmp/b-restore.json)
+  if [ "$(jfield ReturnValue < /tmp/b-restore.json)" != 4096 ] || [ -z "$_b_job" ]; then
+    fail "restore rsrc/rtgt: $(tr '\n' ' ' < /tmp/b-restore.json)"
+    return 1
+  fi
+  job_wait "$_b_job"
+  bench "snap.restore.$1" "$(since "$_b_t0")"
+  [ "$1" -ne 1 ] || daemon_log_from "$_b_lines"
+  [ "$JSTATE" = 7 ] || fail "restore job ended in state $JSTATE: $(jfield ErrorDescription < /tmp/b-job.json)"
+  check '[ "$(md5dev_at "$R_SRC" 0 "$R_MB")" = "$_b_h" ]' "round $1: restore brought back the snapshot's image"
+  check 'shim_table rsrc | grep -q " linear "' "round $1: rsrc is on linear after the restore"
+}
+
+merge_done() { # the kernel's merge into rlv is over: snapshot-merge's allocated = metadata
+  # sectors, or no snapshot-merge table any more (lvconvert has finished already)
+  dmsetup status "$VG-rlv" | awk '$3 != "snapshot-merge" {exit 0} {split($4, a, "/"); exit !(a[1] == $5)}'
+}
+
+lvm_merge() { # ROUND: a snapshot of rlv, 10 % rewritten, lvconvert --merge -> merged
+  lvm_do lvcreate -s -n rsnap -L "$((R_MB * 257 / 256 + 8))m" "$VG/rlv" || return 1
+  _b_h=$(md5dev_at "/dev/mapper/$VG-rlv" 0 "$R_MB")
+  dd if=/tmp/b-rw of="/dev/mapper/$VG-rlv" bs=1M oflag=direct conv=notrunc 2>/dev/null || fail "rewrite rlv"
+  # rlv is not open, so the merge starts at once; lvconvert polls it every second in the
+  # background, the kernel's status is read here every 0.1 s
+  _b_t0=$(now)
+  lvm_do lvconvert --merge -b -i 1 "$VG/rsnap" || return 1
+  while ! merge_done; do
+    [ "$(since "$_b_t0" | cut -d. -f1)" -lt 600 ] || { fail "lvm merge not done after 600 s"; break; }
+    sleep 0.1
+  done
+  bench "snap.lvmerge.$1" "$(since "$_b_t0")"
+  while lvm lvs --config "$LVM_CFG" "$VG/rsnap" > /dev/null 2>&1; do
+    [ "$(since "$_b_t0" | cut -d. -f1)" -lt 600 ] || { fail "lvconvert --merge not finished after 600 s"; break; }
+    sleep 0.1
+  done
+  bench "snap.lvmerge_end.$1" "$(since "$_b_t0")"
+  check '[ "$(md5dev_at "/dev/mapper/$VG-rlv" 0 "$R_MB")" = "$_b_h" ]' "round $1: lvconvert --merge brought back the snapshot's image"
+}
+
+part_snap() {
+  X=$(by_serial lr-disk6) || { log "snap: no seventh disk (scripts/vm-test EXTRA_DISK_MB): part skipped"; return 0; }
+  for _b_n in $SNAP_NS; do :; done        # the most snapshots at once
+  _b_lat_mb=$(((LAT_N * 4 + 1023) / 1024))
+  [ $(((SNAP_IO_MB + _b_lat_mb) * 257 / 256 + 1)) -lt "$SNAP_MB" ] ||
+    { fail "snap: $SNAP_IO_MB + $_b_lat_mb MiB of writes do not fit in a COW store of $SNAP_MB MiB"; return 1; }
+  R_MB=$((SNAP_RS_MB / 10))
+  _b_pv=$(((_b_n + 1) * SNAP_MB + SNAP_RS_MB + R_MB * 257 / 256 + 8 + 16))
+  _b_need=$(((_b_n + 1) * SNAP_MB + 2 * SNAP_RS_MB + _b_pv + R_MB))
+  _b_have=$(($(dev_sectors "$X") / 2048))
+  [ "$_b_have" -ge "$_b_need" ] || { fail "snap: disk $X has $_b_have MiB, the part needs $_b_need"; return 1; }
+  bench snap.max "$_b_n"
+  bench snap.src_bytes $((SNAP_MB * 1048576))
+  bench snap.tput_bytes $((SNAP_IO_MB * 1048576))
+  bench snap.lat_n $LAT_N
+  bench snap.rs_bytes $((SNAP_RS_MB * 1048576))
+  bench snap.restore_bytes $((R_MB * 1048576))
+  bench meta.extra_disk_mb "$_b_have"
+  S_IO=$((SNAP_MB / 8))
+  S_LAT=$((S_IO + SNAP_IO_MB))
+  fill_zero "$X"
+  dd if=/dev/urandom of=/tmp/b-rw bs=1M count="$R_MB" 2>/dev/null
+  # the slices
+  _b_off=0
+  P_SRC=$(dm_part bench-psrc "$X" "$SNAP_MB" $_b_off) || return 1
+  lio_iblock psrc "$P_SRC" > /dev/null || return 1
+  _b_k=1
+  while [ $_b_k -le "$_b_n" ]; do
+    _b_off=$((_b_off + SNAP_MB))
+    _b_d=$(dm_part "bench-pc$_b_k" "$X" "$SNAP_MB" $_b_off) || return 1
+    lio_iblock "pc$_b_k" "$_b_d" > /dev/null || return 1
+    _b_k=$((_b_k + 1))
+  done
+  _b_off=$((_b_off + SNAP_MB))
+  R_SRC=$(dm_part bench-rsrc "$X" "$SNAP_RS_MB" $_b_off) || return 1
+  lio_iblock rsrc "$R_SRC" > /dev/null || return 1
+  _b_off=$((_b_off + SNAP_RS_MB))
+  _b_d=$(dm_part bench-rtgt "$X" "$SNAP_RS_MB" $_b_off) || return 1
+  lio_iblock rtgt "$_b_d" > /dev/null || return 1
+  _b_off=$((_b_off + SNAP_RS_MB))
+  _b_pvdev=$(dm_part bench-pv "$X" "$_b_pv" $_b_off) || return 1
+  _b_off=$((_b_off + _b_pv))
+  DD_R=$(dm_part bench-ddr "$X" "$R_MB" $_b_off) || return 1
+  # LVM on the same disk
+  lvm_do pvcreate -y "$_b_pvdev" || return 1
+  lvm_do vgcreate "$VG" "$_b_pvdev" || return 1
+  lvm_do lvcreate -y -n lvsrc -L "${SNAP_MB}m" "$VG" || return 1
+  lvm_do lvcreate -y -n rlv -L "${SNAP_RS_MB}m" "$VG" || return 1
+  lvm version | head -n 1 | while read -r _b_l; do log "snap: $_b_l"; done
+  lio_iblock lvsrc "/dev/mapper/$VG-lvsrc" > /dev/null || return 1
+  # both LUNs exported the same way
+  lio_export psrc "$SIQN" || return 1
+  lio_export lvsrc "$LIQN" || return 1
+  start_iscsid
+  SSD=$(initiator_login "$SIQN") || return 1
+  LSD=$(initiator_login "$LIQN") || return 1
+  run lr adopt block/psrc || fail "adopt psrc"
+  wait_for 60 'dd if="$SSD" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null' || fail "LUN back after adoption"
+  r=1
+  while [ $r -le $BENCH_ROUNDS ]; do
+    check 'shim_table psrc | grep -q " linear "' "round $r: psrc on linear"
+    # the product and LVM take turns, N by N; who goes first alternates from round to round
+    if [ $((r % 2)) -eq 1 ]; then
+      snap_measure lin $r "$SSD"
+      snap_measure lvlin $r "$LSD"
+    else
+      snap_measure lvlin $r "$LSD"
+      snap_measure lin $r "$SSD"
+    fi
+    for _b_m in $SNAP_NS; do
+      if [ $((r % 2)) -eq 1 ]; then
+        snap_product "$_b_m" $r
+        snap_lvm "$_b_m" $r
+      else
+        snap_lvm "$_b_m" $r
+        snap_product "$_b_m" $r
+      fi
+    done
+    bench "snap.dd.$r" "$(timed_dd /dev/zero "$DD_R" bs=1M count="$R_MB" oflag=direct conv=notrunc)"
+    snap_restore $r
+    lvm_merge $r
+    r=$((r + 1))
+  done
+  bench "snap.dd.$r" "$(timed_dd /dev/zero "$DD_R" bs=1M count="$R_MB" oflag=direct conv=notrunc)"
+  initiator_logout "$LIQN"
+  initiator_logout "$SIQN"
+}
+
+# ------------------------------------------------------------------------------------------
+
+# want PART: PART is in BENCH_PARTS
+want() { case " $BENCH_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 daemon_start || exit 1
 sleep 2
@@ -294,21 +527,32 @@ bench meta.rounds "$BENCH_ROUNDS"
 bench meta.disk_mb $(($(dev_sectors "$(disk 0)") / 2048))
 bench meta.cpus "$(nproc)"
 bench meta.mem_mb $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024))
-_p_t0=$(now)
-part_copy || fail "copy part did not run to its end"
-bench part.copy_s "$(since "$_p_t0")"
+if want copy; then
+  _p_t0=$(now)
+  part_copy || fail "copy part did not run to its end"
+  bench part.copy_s "$(since "$_p_t0")"
+fi
 bench cp.rss_copy_kb "$(rss_kb)"
-_p_t0=$(now)
-part_io || fail "initiator part did not run to its end"
-bench part.io_s "$(since "$_p_t0")"
+if want io; then
+  _p_t0=$(now)
+  part_io || fail "initiator part did not run to its end"
+  bench part.io_s "$(since "$_p_t0")"
+fi
 bench cp.rss_io_kb "$(rss_kb)"
-_p_t0=$(now)
-part_control || fail "control-plane part did not run to its end"
-bench part.control_s "$(since "$_p_t0")"
+if want control; then
+  _p_t0=$(now)
+  part_control || fail "control-plane part did not run to its end"
+  bench part.control_s "$(since "$_p_t0")"
+fi
+if want snap; then
+  _p_t0=$(now)
+  part_snap || fail "snapshot part did not run to its end"
+  bench part.snap_s "$(since "$_p_t0")"
+fi
 sleep 2
 bench cp.rss_end_kb "$(rss_kb)"
 bench cp.hwm_kb "$(hwm_kb)"
 bench cp.threads "$(threads)"
 lr --json jobs | grep -c '"InstanceID"' | while read -r _b_n; do bench cp.jobs_listed "$_b_n"; done
 lr jobs >&9
-initiator_logout "$IQN"
+! want io || initiator_logout "$IQN"
