@@ -17,6 +17,7 @@ pub mod clone;
 pub mod journal;
 pub mod names;
 pub mod plan;
+pub mod recovery;
 pub mod relationship;
 pub mod snapshot;
 pub mod stack;
@@ -467,7 +468,7 @@ impl Engine {
             }
         }
         let found = relationship::rediscover(&engine)?;
-        journal::recover(&engine)?;
+        recovery::recover(&engine)?;
         relationship::resume_all(&engine, &found)?;
         {
             // a stack whose relationships did not come back (after a reboot without a

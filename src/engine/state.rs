@@ -19,7 +19,7 @@
 //! The daemon's first start after a boot then re-creates, on their shims, the adopted storage
 //! objects LIO's restore did not make, with their LUNs and mappings ([`restore_lio`]).
 
-use super::{adopt, journal, names};
+use super::{adopt, journal, names, recovery};
 use crate::configfs::{ConfigFs, LunExport, StorageObject};
 use crate::dm::{
     Devno, DiskIdentity, DmBackend, DmName, LinearParams, TableLine, Target, NAME_PREFIX,
@@ -452,7 +452,7 @@ pub fn restore_lio(cfs: &ConfigFs, dm: &dyn DmBackend, st: &SavedState) -> Resul
                     let _lock = cfs.lock()?;
                     let dev = dm.device_path(&shim)?.to_string_lossy().into_owned();
                     let cur = cfs.create_iblock(&adopt::spec_of(&o.so, &dev))?;
-                    journal::restore_exports(cfs, &cur, &o.exports)?;
+                    recovery::restore_exports(cfs, &cur, &o.exports)?;
                     Ok(true)
                 }
                 Err(e) => Err(e),

@@ -690,21 +690,23 @@ fn a_copy_in_progress_is_finished_by_a_new_daemon() {
 
 #[test]
 fn conflicting_attaches_exactly_one_wins() {
+    // two mirrors of one source at once: whichever comes first, the other is refused
     for _ in 0..10 {
         let w = Arc::new(World::new(&[64 * MB, 64 * MB, 64 * MB]));
         w.iblock("src", 0);
         w.iblock("t1", 1);
         w.iblock("t2", 2);
+        w.sim.set_sync_step(SyncStep::Percent(0));
         let handles: Vec<_> = ["block/t1", "block/t2"]
             .into_iter()
             .map(|t| {
                 let w = w.clone();
-                std::thread::spawn(move || w.attach("block/src", t, 4).return_value)
+                std::thread::spawn(move || w.attach("block/src", t, 3).return_value)
             })
             .collect();
         let mut codes: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         codes.sort();
-        assert_eq!(codes, vec![0, 6]);
+        assert_eq!(codes, vec![6, 4096]);
         assert_eq!(w.rels().len(), 1);
     }
 }
