@@ -3,7 +3,9 @@
 //! plain directory cannot mimic (configfs `mkdir` makes attribute files, `rmdir` removes them,
 //! writes have side effects). One type per configfs directory kind; each knows its path.
 //!
-//! CONTRACT (the engine relies on these signatures; bodies are filled in configfs/*.rs).
+//! This file holds the types and [`ConfigFs`]'s constructors and accessors; the methods that
+//! read the tree are in `read.rs`, those that change it in `write.rs` (the engine relies on
+//! their signatures).
 
 mod dir;
 pub mod fake;
@@ -207,103 +209,10 @@ impl ConfigFs {
     pub fn lock_path(&self) -> &Path {
         &self.lock_path
     }
-}
 
-impl ConfigFs {
-    /// Every storage object of every plugin under `core/`, without attributes, sorted by
-    /// plugin, HBA index and name.
-    pub fn storage_objects(&self) -> Result<Vec<StorageObjectSummary>> {
-        read::storage_objects(self)
-    }
-    /// One storage object, attributes included. `plugin` is targetcli's name (block,
-    /// fileio, ...). `Error::NotFound` if absent.
-    pub fn find_storage_object(&self, plugin: &Plugin, name: &str) -> Result<StorageObject> {
-        read::find_storage_object(self, plugin, name)
-    }
-    /// All fabric targets (every directory under the root except `core`).
-    pub fn targets(&self) -> Result<Vec<Target>> {
-        read::targets(self)
-    }
-    /// Every LUN that links to a storage object, in the order of [`ConfigFs::targets`] (by
-    /// fabric and WWN, then TPG tag, then LUN index).
-    pub fn lun_links(&self) -> Result<Vec<LunLink>> {
-        read::lun_links(self)
-    }
-    /// Every LUN that links to `so`, with its ACL mappings.
-    pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {
-        read::exports_of(self, so)
-    }
-    /// As [`ConfigFs::exports_of`], from targets already read with [`ConfigFs::targets`] (one
-    /// read of the fabric tree for many objects).
-    pub fn exports_in(targets: &[Target], so: &StorageObject) -> Vec<LunExport> {
-        read::exports_in(targets, so)
-    }
     /// Take rtslib's backstore lock.
-    /// The initiators logged in through the TPG at `tpg`.
-    pub fn sessions(&self, tpg: &Path) -> Result<Vec<String>> {
-        read::sessions(tpg)
-    }
-
     pub fn lock(&self) -> Result<BackstoreLock> {
         lock::lock(&self.lock_path)
-    }
-    /// rtslib order: mkdir hba (if new) -> mkdir so -> control udev_path[,readonly] -> enable ->
-    /// wwn/vpd_unit_serial -> attributes. On failure undoes what it did, in reverse order.
-    /// The caller holds [`ConfigFs::lock`].
-    ///
-    /// Between `control` and `enable` the `udev_path` attribute is written too (as rtslib
-    /// does): the kernel keeps it apart from the `control` value and shows it to targetcli.
-    /// Attributes are written only where they differ from the fresh object's value; one the
-    /// kernel refuses is logged as a warning and left at its default (compare the returned
-    /// object's `attributes` with the spec to notice).
-    pub fn create_iblock(&self, spec: &IblockSpec) -> Result<StorageObject> {
-        write::create_iblock(self, spec)
-    }
-    /// Refuses (InUse) while a LUN links it. Removes the hba directory if it became empty.
-    pub fn delete_storage_object(&self, so: &StorageObject) -> Result<()> {
-        write::delete_storage_object(self, so)
-    }
-    /// Writes `enable` unless it already holds the wanted value. A TPG without an `enable`
-    /// attribute (loopback) is always enabled: disabling it only logs a warning.
-    pub fn set_tpg_enabled(&self, tpg: &Path, enabled: bool) -> Result<()> {
-        write::set_tpg_enabled(self, tpg, enabled)
-    }
-    /// mkdir `lun/lun_INDEX` and link it to `so` with `link_name`.
-    pub fn create_lun(
-        &self,
-        tpg: &Path,
-        index: u64,
-        so: &StorageObject,
-        link_name: &str,
-    ) -> Result<()> {
-        write::create_lun(self, tpg, index, so, link_name)
-    }
-    /// Remove the link and `lun/lun_INDEX` (mapped LUNs pointing at it must be gone first).
-    pub fn delete_lun(&self, tpg: &Path, index: u64) -> Result<()> {
-        write::delete_lun(self, tpg, index)
-    }
-    /// mkdir `ACL/lun_INDEX`, link it to the TPG's `lun_TPGLUN`, set write_protect.
-    pub fn create_mapped_lun(
-        &self,
-        acl: &Path,
-        index: u64,
-        tpg_lun: u64,
-        link_name: &str,
-        write_protect: bool,
-    ) -> Result<()> {
-        write::create_mapped_lun(self, acl, index, tpg_lun, link_name, write_protect)
-    }
-    pub fn delete_mapped_lun(&self, acl: &Path, index: u64) -> Result<()> {
-        write::delete_mapped_lun(self, acl, index)
-    }
-    /// Create `FABRIC/WWN/tpgt_TAG` (and the target directory if needed); for tests and tools.
-    /// Returns the existing TPG's path if it is already there.
-    pub fn create_tpg(&self, fabric: &str, wwn: &str, tag: u16) -> Result<PathBuf> {
-        write::create_tpg(self, fabric, wwn, tag)
-    }
-    /// Create `TPG/acls/INITIATOR`. Returns the existing ACL's path if it is already there.
-    pub fn create_node_acl(&self, tpg: &Path, initiator: &str) -> Result<PathBuf> {
-        write::create_node_acl(self, tpg, initiator)
     }
 }
 

@@ -31,6 +31,152 @@ const TARGETS_PER_THREAD: usize = 4;
 /// LUNs of one TPG, likewise (a TPG's LUNs are read on several threads only when it has many).
 const LUNS_PER_THREAD: usize = 256;
 
+impl ConfigFs {
+    /// Every storage object of every plugin under `core/`, without attributes, sorted by
+    /// plugin, HBA index and name.
+    pub fn storage_objects(&self) -> Result<Vec<StorageObjectSummary>> {
+        let core = self.root.join("core");
+        let Hbas {
+            core: core_fd,
+            dirs: hbas,
+        } = hba_dirs(self)?;
+        let Some(core_fd) = core_fd else {
+            return Ok(Vec::new());
+        };
+        let core_fd = core_fd.as_fd();
+        let per_hba = par::map(&hbas, PER_THREAD, |(plugin, hba)| {
+            list_hba(core_fd, &core, plugin, hba)
+        });
+        let mut out = Vec::new();
+        for (objects, (_, hba)) in per_hba.into_iter().zip(&hbas) {
+            // every HBA name passed split_hba in hba_dirs
+            let index = split_hba(hba).map_or(0, |h| h.1);
+            out.extend(objects?.into_iter().map(|so| (index, so)));
+        }
+        out.sort_by(|(ia, a), (ib, b)| (&a.plugin, ia, &a.name).cmp(&(&b.plugin, ib, &b.name)));
+        Ok(out.into_iter().map(|(_, so)| so).collect())
+    }
+
+    /// One storage object, attributes included. `plugin` is targetcli's name (block,
+    /// fileio, ...). `Error::NotFound` if absent.
+    pub fn find_storage_object(&self, plugin: &Plugin, name: &str) -> Result<StorageObject> {
+        // read only the one object: an attach must not cost a walk of the whole tree
+        match locate_storage_object(self, plugin, name)? {
+            Some((plugin, hba)) => Ok(read_storage_object(self, &plugin, &hba, name)),
+            None => Err(Error::NotFound(format!(
+                "no storage object /backstores/{plugin}/{name}"
+            ))),
+        }
+    }
+
+    /// All fabric targets (every directory under the root except `core`).
+    pub fn targets(&self) -> Result<Vec<Target>> {
+        let dirs = target_dirs(self)?;
+        par::map(&dirs, TARGETS_PER_THREAD, |(fabric, wwn)| {
+            read_target(self, fabric, wwn)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// Every LUN that links to a storage object, in the order of [`ConfigFs::targets`] (by
+    /// fabric and WWN, then TPG tag, then LUN index).
+    pub fn lun_links(&self) -> Result<Vec<LunLink>> {
+        let dirs = target_dirs(self)?;
+        let per_target = par::map(
+            &dirs,
+            TARGETS_PER_THREAD,
+            |(fabric, wwn)| -> Result<Vec<LunLink>> {
+                let path = self.root.join(fabric).join(wwn);
+                let mut out = Vec::new();
+                for (t, tag) in tpg_dirs(&path)? {
+                    for lun in read_luns(self, &path.join(&t))? {
+                        if let Some(so) = lun.storage_object {
+                            out.push(LunLink {
+                                fabric: fabric.clone(),
+                                wwn: wwn.clone(),
+                                tpg_tag: tag,
+                                lun: lun.index,
+                                storage_object: so,
+                            });
+                        }
+                    }
+                }
+                Ok(out)
+            },
+        );
+        let mut out = Vec::new();
+        for links in per_target {
+            out.extend(links?);
+        }
+        Ok(out)
+    }
+
+    /// Every LUN that links to `so`, with its ACL mappings.
+    pub fn exports_of(&self, so: &StorageObject) -> Result<Vec<LunExport>> {
+        Ok(Self::exports_in(&self.targets()?, so))
+    }
+
+    /// As [`ConfigFs::exports_of`], from targets already read with [`ConfigFs::targets`] (one
+    /// read of the fabric tree for many objects).
+    pub fn exports_in(targets: &[Target], so: &StorageObject) -> Vec<LunExport> {
+        let key = (so.hba.clone(), so.name.clone());
+        let mut out = Vec::new();
+        for t in targets {
+            for tpg in &t.tpgs {
+                for lun in tpg
+                    .luns
+                    .iter()
+                    .filter(|l| l.storage_object.as_ref() == Some(&key))
+                {
+                    let mut mapped = Vec::new();
+                    let mut mapped_acls = Vec::new();
+                    for acl in &tpg.acls {
+                        for m in acl.mapped_luns.iter().filter(|m| m.tpg_lun == lun.index) {
+                            mapped.push(m.clone());
+                            mapped_acls.push(acl.path.clone());
+                        }
+                    }
+                    out.push(LunExport {
+                        fabric: t.fabric.clone(),
+                        wwn: t.wwn.clone(),
+                        tpg: tpg.path.clone(),
+                        tpg_tag: tpg.tag,
+                        tpg_enabled: tpg.enabled,
+                        lun: lun.index,
+                        link_name: lun.link_name.clone(),
+                        mapped,
+                        mapped_acls,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The initiators logged in through the TPG at `tpg`: those with a session on a dynamic ACL
+    /// (`dynamic_sessions`, one name a line) and each explicit ACL whose `info` names its
+    /// session's initiator (without a session it reads "No active iSCSI Session").
+    pub fn sessions(&self, tpg: &Path) -> Result<Vec<String>> {
+        let mut out: Vec<String> = read_attr(&tpg.join("dynamic_sessions"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        for acl in child_dirs(&tpg.join("acls"))? {
+            let info = read_attr(&tpg.join("acls").join(&acl).join("info")).unwrap_or_default();
+            if info.contains("InitiatorName:") {
+                out.push(acl);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
 /// `core/`, open, and its backstore HBA directories.
 struct Hbas {
     /// `None` where a symlink stands in place of `core`
@@ -76,29 +222,6 @@ fn hba_dirs(cfs: &ConfigFs) -> Result<Hbas> {
         core: Some(listing.fd),
         dirs: out,
     })
-}
-
-pub(super) fn storage_objects(cfs: &ConfigFs) -> Result<Vec<StorageObjectSummary>> {
-    let core = cfs.root.join("core");
-    let Hbas {
-        core: core_fd,
-        dirs: hbas,
-    } = hba_dirs(cfs)?;
-    let Some(core_fd) = core_fd else {
-        return Ok(Vec::new());
-    };
-    let core_fd = core_fd.as_fd();
-    let per_hba = par::map(&hbas, PER_THREAD, |(plugin, hba)| {
-        list_hba(core_fd, &core, plugin, hba)
-    });
-    let mut out = Vec::new();
-    for (objects, (_, hba)) in per_hba.into_iter().zip(&hbas) {
-        // every HBA name passed split_hba in hba_dirs
-        let index = split_hba(hba).map_or(0, |h| h.1);
-        out.extend(objects?.into_iter().map(|so| (index, so)));
-    }
-    out.sort_by(|(ia, a), (ib, b)| (&a.plugin, ia, &a.name).cmp(&(&b.plugin, ib, &b.name)));
-    Ok(out.into_iter().map(|(_, so)| so).collect())
 }
 
 /// The storage objects in the HBA directory `hba` of `core` (open as `core_fd`).
@@ -302,20 +425,6 @@ pub(super) fn locate_storage_object(
     Ok(None)
 }
 
-pub(super) fn find_storage_object(
-    cfs: &ConfigFs,
-    plugin: &Plugin,
-    name: &str,
-) -> Result<StorageObject> {
-    // read only the one object: an attach must not cost a walk of the whole tree
-    match locate_storage_object(cfs, plugin, name)? {
-        Some((plugin, hba)) => Ok(read_storage_object(cfs, &plugin, &hba, name)),
-        None => Err(Error::NotFound(format!(
-            "no storage object /backstores/{plugin}/{name}"
-        ))),
-    }
-}
-
 /// `(fabric, wwn)` of every target directory, sorted.
 fn target_dirs(cfs: &ConfigFs) -> Result<Vec<(String, String)>> {
     let root = &cfs.root;
@@ -346,46 +455,6 @@ fn target_dirs(cfs: &ConfigFs) -> Result<Vec<(String, String)>> {
         }
     }
     out.sort();
-    Ok(out)
-}
-
-pub(super) fn targets(cfs: &ConfigFs) -> Result<Vec<Target>> {
-    let dirs = target_dirs(cfs)?;
-    par::map(&dirs, TARGETS_PER_THREAD, |(fabric, wwn)| {
-        read_target(cfs, fabric, wwn)
-    })
-    .into_iter()
-    .collect()
-}
-
-pub(super) fn lun_links(cfs: &ConfigFs) -> Result<Vec<LunLink>> {
-    let dirs = target_dirs(cfs)?;
-    let per_target = par::map(
-        &dirs,
-        TARGETS_PER_THREAD,
-        |(fabric, wwn)| -> Result<Vec<LunLink>> {
-            let path = cfs.root.join(fabric).join(wwn);
-            let mut out = Vec::new();
-            for (t, tag) in tpg_dirs(&path)? {
-                for lun in read_luns(cfs, &path.join(&t))? {
-                    if let Some(so) = lun.storage_object {
-                        out.push(LunLink {
-                            fabric: fabric.clone(),
-                            wwn: wwn.clone(),
-                            tpg_tag: tag,
-                            lun: lun.index,
-                            storage_object: so,
-                        });
-                    }
-                }
-            }
-            Ok(out)
-        },
-    );
-    let mut out = Vec::new();
-    for links in per_target {
-        out.extend(links?);
-    }
     Ok(out)
 }
 
@@ -546,46 +615,6 @@ fn read_mapped_lun(
     }))
 }
 
-pub(super) fn exports_of(cfs: &ConfigFs, so: &StorageObject) -> Result<Vec<LunExport>> {
-    Ok(exports_in(&targets(cfs)?, so))
-}
-
-/// The LUNs of `targets` (as [`targets`] read them) that export `so`.
-pub(super) fn exports_in(targets: &[Target], so: &StorageObject) -> Vec<LunExport> {
-    let key = (so.hba.clone(), so.name.clone());
-    let mut out = Vec::new();
-    for t in targets {
-        for tpg in &t.tpgs {
-            for lun in tpg
-                .luns
-                .iter()
-                .filter(|l| l.storage_object.as_ref() == Some(&key))
-            {
-                let mut mapped = Vec::new();
-                let mut mapped_acls = Vec::new();
-                for acl in &tpg.acls {
-                    for m in acl.mapped_luns.iter().filter(|m| m.tpg_lun == lun.index) {
-                        mapped.push(m.clone());
-                        mapped_acls.push(acl.path.clone());
-                    }
-                }
-                out.push(LunExport {
-                    fabric: t.fabric.clone(),
-                    wwn: t.wwn.clone(),
-                    tpg: tpg.path.clone(),
-                    tpg_tag: tpg.tag,
-                    tpg_enabled: tpg.enabled,
-                    lun: lun.index,
-                    link_name: lun.link_name.clone(),
-                    mapped,
-                    mapped_acls,
-                });
-            }
-        }
-    }
-    out
-}
-
 /// The TPG's mapped LUNs (in all its ACLs) that point at `tpg_lun`.
 pub(super) fn mapped_luns_of(
     cfs: &ConfigFs,
@@ -602,26 +631,4 @@ pub(super) fn mapped_luns_of(
         .flat_map(|a| a.mapped_luns)
         .filter(|m| m.tpg_lun == tpg_lun)
         .collect())
-}
-
-/// The initiators logged in through the TPG at `tpg`: those with a session on a dynamic ACL
-/// (`dynamic_sessions`, one name a line) and each explicit ACL whose `info` names its
-/// session's initiator (without a session it reads "No active iSCSI Session").
-pub(super) fn sessions(tpg: &Path) -> Result<Vec<String>> {
-    let mut out: Vec<String> = read_attr(&tpg.join("dynamic_sessions"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    for acl in child_dirs(&tpg.join("acls"))? {
-        let info = read_attr(&tpg.join("acls").join(&acl).join("info")).unwrap_or_default();
-        if info.contains("InitiatorName:") {
-            out.push(acl);
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
 }
