@@ -16,5 +16,7 @@ pub mod jobs;
 pub mod names;
 mod par;
 pub mod service;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result, ReturnCode};

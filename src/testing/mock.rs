@@ -1,16 +1,10 @@
-//! A mock `Service` with canned answers, and helpers to run the API server on a temporary
-//! socket. Shared by tests/api.rs and tests/cli.rs.
-#![allow(dead_code)]
+//! A mock [`Service`] with canned answers, and a server running it on a temporary socket.
 
-use lio_replica::api::{RunningServer, Server, ServerOptions};
-use lio_replica::service::{JobView, MethodResult, RelationshipView, Service, StorageObjectView};
-use serde_json::Value;
+use crate::api::{RunningServer, Server, ServerOptions};
+use crate::service::{JobView, MethodResult, RelationshipView, Service, StorageObjectView};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Records every call as `Method(args)` and answers from a fixed script:
 /// - AttachReplica: CopyType 0, 1, 6-32767 -> 5; 32768+ -> 1; source = target -> 5;
@@ -179,7 +173,7 @@ impl Service for Mock {
         }
     }
 
-    fn relationships(&self) -> lio_replica::Result<Vec<RelationshipView>> {
+    fn relationships(&self) -> crate::Result<Vec<RelationshipView>> {
         self.record("EnumerateRelationships".into());
         Ok(vec![RelationshipView {
             instance_id: "rel-1".into(),
@@ -198,7 +192,7 @@ impl Service for Mock {
         }])
     }
 
-    fn storage_objects(&self) -> lio_replica::Result<Vec<StorageObjectView>> {
+    fn storage_objects(&self) -> crate::Result<Vec<StorageObjectView>> {
         self.record("EnumerateStorageObjects".into());
         Ok(vec![StorageObjectView {
             element: "/backstores/block/src".into(),
@@ -272,65 +266,4 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A raw connection: whole lines in, parsed lines out.
-pub struct Raw {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Raw {
-    pub fn connect(path: &Path) -> Raw {
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Raw { stream, reader }
-    }
-
-    pub fn send(&mut self, line: &str) {
-        self.stream.write_all(line.as_bytes()).unwrap();
-        self.stream.write_all(b"\n").unwrap();
-    }
-
-    pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// The next answer line, or `None` at end of stream.
-    pub fn recv(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line).unwrap() {
-            0 => None,
-            _ => Some(serde_json::from_str(&line).unwrap()),
-        }
-    }
-
-    pub fn call(&mut self, line: &str) -> Value {
-        self.send(line);
-        self.recv().expect("an answer")
-    }
-
-    /// As `call`, but `None` when the server closed the connection first (it may answer a
-    /// refused connection and close it before the request is even written).
-    pub fn try_call(&mut self, line: &str) -> Option<Value> {
-        let sent = self
-            .stream
-            .write_all(line.as_bytes())
-            .and_then(|_| self.stream.write_all(b"\n"));
-        let _ = sent; // a refused connection may still have its answer to read
-        let mut answer = String::new();
-        match self.reader.read_line(&mut answer) {
-            Ok(n) if n > 0 => serde_json::from_str(&answer).ok(),
-            _ => None,
-        }
-    }
-}
-
-pub fn error_code(v: &Value) -> i64 {
-    v["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("not an error response: {v}"))
 }
