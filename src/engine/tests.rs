@@ -3,30 +3,20 @@
 //! every step, adoption keeping identity, rediscovery, conflicts and job states.
 
 use super::*;
-use crate::configfs::fake::{fake_tree, tree_listing, FakeFs};
-use crate::configfs::{FsOps, IblockSpec};
+use crate::configfs::fake::fake_tree;
+use crate::configfs::FsOps;
 use crate::dm::{SimDm, SimOp, SyncStep};
 use crate::names::Plugin;
 use crate::service::{JobState, Service};
+use crate::testing::world::{fast_options, World, MB};
 use std::time::Duration;
 
-const MB: u64 = 2048; // sectors
-
-struct World {
-    dir: tempfile::TempDir,
-    cfs: ConfigFs,
-    fake: Arc<FakeFs>,
-    sim: Arc<SimDm>,
-    engine: Engine,
-}
-
+/// Short suspends; [`state_opts`] adds the journal in the world's `state` directory, as every
+/// engine test keeps one (they restart engines on the same world).
 fn opts() -> Options {
     Options {
-        poll_interval: Duration::from_millis(5),
-        stop_wait: Duration::from_secs(10),
         suspend_timeout: Duration::from_millis(200),
-        raid_meta_sectors: Sectors(64),
-        ..Options::default()
+        ..fast_options()
     }
 }
 
@@ -37,92 +27,14 @@ fn state_opts(dir: &std::path::Path) -> Options {
     }
 }
 
-impl World {
-    /// Disks `d0..dN` of the given sizes (sectors), registered with the simulator.
-    fn new(sizes: &[u64]) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let (cfs, fake) = fake_tree(dir.path());
-        let sim = Arc::new(SimDm::with_dir(dir.path().join("dm")));
-        std::fs::create_dir_all(dir.path().join("disks")).unwrap();
-        for (k, s) in sizes.iter().enumerate() {
-            let p = dir.path().join("disks").join(format!("d{k}"));
-            let f = std::fs::File::create(&p).unwrap();
-            f.set_len(Sectors(*s).bytes()).unwrap();
-            sim.add_disk(&p, Sectors(*s));
-        }
-        let engine = Engine::new(cfs.clone(), sim.clone(), state_opts(dir.path())).unwrap();
-        World {
-            dir,
-            cfs,
-            fake,
-            sim,
-            engine,
-        }
-    }
-
-    fn disk(&self, k: usize) -> PathBuf {
-        self.dir.path().join("disks").join(format!("d{k}"))
-    }
-
-    fn iblock(&self, name: &str, disk: usize) -> StorageObject {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("emulate_tpu".to_string(), "1".to_string());
-        self.cfs
-            .create_iblock(&IblockSpec {
-                name: name.into(),
-                hba: None,
-                dev: self.disk(disk),
-                wwn: Some(format!("5e2e0000-0000-4000-8000-00000000000{disk}")),
-                readonly: false,
-                attributes,
-            })
-            .unwrap()
-    }
-
-    /// Export `so` as LUN 3 of a TPG with an ACL mapping it as mapped LUN 7 (write-protected).
-    fn export(&self, so: &StorageObject, iqn: &str) -> PathBuf {
-        let tpg = self.cfs.create_tpg("iscsi", iqn, 1).unwrap();
-        self.cfs.create_lun(&tpg, 3, so, "lnk_x").unwrap();
-        let acl = self
-            .cfs
-            .create_node_acl(&tpg, "iqn.1993-08.org.debian:01:init")
-            .unwrap();
-        self.cfs
-            .create_mapped_lun(&acl, 7, 3, "mlnk", true)
-            .unwrap();
-        self.cfs.set_tpg_enabled(&tpg, true).unwrap();
-        tpg
-    }
-
-    /// The whole observable state: the configfs tree and every dm device with its table.
-    fn state(&self) -> (Vec<String>, Vec<String>) {
-        (tree_listing(self.cfs.root()), self.sim.listing().unwrap())
-    }
-
-    fn attach(&self, s: &str, t: &str, ct: u16) -> MethodResult {
-        self.engine.attach_replica(s, t, ct)
-    }
-
-    fn wait_job(&self, id: &str) -> JobView {
-        self.engine
-            .jobs()
-            .wait(id, Duration::from_secs(20))
-            .unwrap()
-    }
-
-    fn table_of(&self, suffix: &str) -> String {
-        let n = DmName::new(suffix).unwrap();
-        crate::dm::table::format_table(&self.sim.table(&n).unwrap())
-    }
-
-    fn rels(&self) -> Vec<RelationshipView> {
-        self.engine.relationships().unwrap()
-    }
+/// Disks `d0..dN` of the given sizes (sectors), an engine journalling under `state`.
+fn world(sizes: &[u64]) -> World {
+    World::builder(sizes).options(opts()).state_dir().build()
 }
 
 #[test]
 fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     w.iblock("src", 0);
     w.iblock("tgt", 1);
     w.sim.set_sync_step(SyncStep::Percent(10));
@@ -188,7 +100,7 @@ fn sync_loads_a_mirror_and_the_job_follows_the_kernel() {
 
 #[test]
 fn return_values_and_reasons() {
-    let w = World::new(&[64 * MB, 64 * MB, 32 * MB, 64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB, 32 * MB, 64 * MB, 64 * MB]);
     w.iblock("src", 0);
     w.iblock("tgt", 1);
     w.iblock("small", 2);
@@ -240,7 +152,7 @@ fn return_values_and_reasons() {
 
 #[test]
 fn other_plugins_are_not_supported() {
-    let w = World::new(&[64 * MB]);
+    let w = world(&[64 * MB]);
     w.iblock("tgt", 0);
     let f = w.cfs.root().join("core/fileio_0/f0");
     w.fake.mkdir(f.parent().unwrap()).unwrap();
@@ -266,7 +178,7 @@ fn other_plugins_are_not_supported() {
 
 #[test]
 fn adoption_keeps_identity_and_is_idempotent() {
-    let w = World::new(&[64 * MB]);
+    let w = world(&[64 * MB]);
     let so = w.iblock("src", 0);
     let tpg = w.export(&so, "iqn.2003-01.org.example:t");
     let before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
@@ -317,7 +229,7 @@ fn rollback_at_every_step(
     setup: impl Fn(&World),
     op: impl Fn(&World) -> MethodResult,
 ) {
-    let w = World::new(sizes);
+    let w = world(sizes);
     setup(&w);
     let (dm0, fs0) = (w.sim.mutating_call_count(), w.fake.calls().len());
     let r = op(&w);
@@ -327,7 +239,7 @@ fn rollback_at_every_step(
     assert!(dm_steps > 0 && fs_steps > 0);
     for (kind, steps) in [("dm", dm_steps as usize), ("configfs", fs_steps)] {
         for k in 1..=steps {
-            let w = World::new(sizes);
+            let w = world(sizes);
             setup(&w);
             w.sim.set_sync_step(SyncStep::Percent(0));
             let before = w.state();
@@ -403,7 +315,7 @@ fn rollback_adoption() {
 
 #[test]
 fn suspend_timeout_is_return_value_3_and_rolls_back() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.engine.adopt("block/src");
     w.engine.adopt("block/tgt");
@@ -417,7 +329,7 @@ fn suspend_timeout_is_return_value_3_and_rolls_back() {
 
 #[test]
 fn snapshot_is_done_at_return_and_reports_cow_usage() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 4);
     assert_eq!((r.return_value, r.job.as_deref()), (0, None), "{r:?}");
@@ -464,7 +376,7 @@ fn snapshot_is_done_at_return_and_reports_cow_usage() {
 
 #[test]
 fn snapshot_resync_takes_a_new_point_in_time() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
     let tgt = DmName::new("so-tgt").unwrap();
@@ -478,7 +390,7 @@ fn snapshot_resync_takes_a_new_point_in_time() {
 
 #[test]
 fn clone_splits_at_the_end_and_leaves_no_relationship() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 5);
     assert_eq!(r.return_value, 4096, "{r:?}");
@@ -496,7 +408,7 @@ fn clone_splits_at_the_end_and_leaves_no_relationship() {
 
 #[test]
 fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
-    let w = World::new(&[64 * MB, 65 * MB]);
+    let w = world(&[64 * MB, 65 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 2);
     assert_eq!(r.return_value, 4096, "{r:?}");
@@ -531,7 +443,7 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
 #[test]
 fn terminate_rolls_the_relationship_back() {
     for (req, state) in [(4u16, 8u16), (5, 9)] {
-        let w = World::new(&[64 * MB, 64 * MB]);
+        let w = world(&[64 * MB, 64 * MB]);
         exported_pair(&w);
         w.sim.set_sync_step(SyncStep::Percent(0));
         let r = w.attach("block/src", "block/tgt", 3);
@@ -554,7 +466,7 @@ fn terminate_rolls_the_relationship_back() {
 
 #[test]
 fn leg_failure_breaks_the_relationship_and_the_job() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
@@ -590,7 +502,7 @@ fn leg_failure_breaks_the_relationship_and_the_job() {
 
 #[test]
 fn fracture_and_resync() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 3);
     w.wait_job(r.job.as_ref().unwrap());
@@ -635,7 +547,7 @@ fn fracture_and_resync() {
 
 #[test]
 fn relationships_are_rediscovered_by_a_new_daemon() {
-    let w = World::new(&[64 * MB, 64 * MB, 64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB, 64 * MB, 64 * MB]);
     exported_pair(&w);
     w.iblock("a", 2);
     w.iblock("b", 3);
@@ -660,7 +572,7 @@ fn relationships_are_rediscovered_by_a_new_daemon() {
 
 #[test]
 fn a_copy_in_progress_is_finished_by_a_new_daemon() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0));
     // the first daemon dies before its job could finish: its job stops following (here: a
@@ -692,7 +604,7 @@ fn a_copy_in_progress_is_finished_by_a_new_daemon() {
 fn conflicting_attaches_exactly_one_wins() {
     // two mirrors of one source at once: whichever comes first, the other is refused
     for _ in 0..10 {
-        let w = Arc::new(World::new(&[64 * MB, 64 * MB, 64 * MB]));
+        let w = Arc::new(world(&[64 * MB, 64 * MB, 64 * MB]));
         w.iblock("src", 0);
         w.iblock("t1", 1);
         w.iblock("t2", 2);
@@ -713,7 +625,7 @@ fn conflicting_attaches_exactly_one_wins() {
 
 #[test]
 fn element_in_a_relationship_is_in_use() {
-    let w = World::new(&[64 * MB; 4]);
+    let w = world(&[64 * MB; 4]);
     exported_pair(&w);
     w.iblock("t2", 2);
     w.iblock("t3", 3);
@@ -738,7 +650,7 @@ fn element_in_a_relationship_is_in_use() {
         .unwrap()
         .contains("already replicated by relationship src/t2"));
     // a job still copying keeps ModifySynchronization off
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0));
     let r = w.attach("block/src", "block/tgt", 3);
@@ -749,7 +661,7 @@ fn element_in_a_relationship_is_in_use() {
 
 #[test]
 fn unknown_jobs() {
-    let w = World::new(&[]);
+    let w = world(&[]);
     assert!(w.engine.job("job-1").is_none());
     assert!(w.engine.get_error("nope").is_none());
     assert_eq!(w.engine.request_state_change("job-9", 4).return_value, 5);
@@ -787,7 +699,7 @@ const CRASH_POINTS: &[&str] = &[
 fn crash_at_every_step(sizes: &[u64], op: impl Fn(&World) -> MethodResult) -> usize {
     let mut hit = 0;
     for point in CRASH_POINTS {
-        let w = World::new(sizes);
+        let w = world(sizes);
         exported_pair(&w);
         let exports_before = w.cfs.targets().unwrap();
         let so_before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
@@ -872,7 +784,7 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[test]
 fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 3);
     assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
@@ -927,7 +839,7 @@ fn a_target_leg_failing_after_the_sync_is_dropped_and_resync_repairs_it() {
 
 #[test]
 fn resync_of_a_mirror_still_holding_a_failed_leg() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0)); // the copy waits for the failure
     let r = w.attach("block/src", "block/tgt", 3);
@@ -978,7 +890,7 @@ fn resync_of_a_mirror_still_holding_a_failed_leg() {
 
 #[test]
 fn a_failed_copy_rolls_the_source_back() {
-    let w = World::new(&[64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB]);
     exported_pair(&w);
     w.sim.set_sync_step(SyncStep::Percent(0)); // the copy waits for the failure
     let r = w.attach("block/src", "block/tgt", 5);
@@ -1024,7 +936,7 @@ fn reboot(w: &World, disks: &[usize]) -> (ConfigFs, Arc<SimDm>, Engine) {
 
 #[test]
 fn a_reboot_brings_relationships_and_adopted_objects_back() {
-    let w = World::new(&[64 * MB; 6]);
+    let w = world(&[64 * MB; 6]);
     exported_pair(&w);
     w.iblock("a", 2);
     w.iblock("b", 3);
@@ -1111,7 +1023,7 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
 
 #[test]
 fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
-    let w = World::new(&[64 * MB; 2]);
+    let w = world(&[64 * MB; 2]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 3);
     w.wait_job(r.job.as_ref().unwrap());
@@ -1148,7 +1060,7 @@ fn a_reboot_without_the_target_disk_brings_the_source_back_alone() {
 fn storage_objects_of_a_big_tree() {
     let n = 150;
     let sizes: Vec<u64> = (0..n).map(|k| 4096 + k as u64).collect();
-    let w = World::new(&sizes);
+    let w = world(&sizes);
     for k in 0..n {
         w.iblock(&format!("o{k}"), k);
     }
@@ -1181,7 +1093,7 @@ fn storage_objects_of_a_big_tree() {
 
 #[test]
 fn an_interrupted_rebuild_of_another_boot_is_not_redone_on_a_device_path() {
-    let w = World::new(&[64 * MB]);
+    let w = world(&[64 * MB]);
     let so = w.iblock("src", 0);
     // a release was under way when the host went down: the object was deleted, the record
     // names the raw device by the path it had in that boot
@@ -1236,7 +1148,7 @@ fn snapshot_targets(w: &World, n: usize) {
 #[test]
 fn many_snapshots_and_a_mirror_on_one_source() {
     let n = 33;
-    let w = World::new(&vec![64 * MB; n + 2]);
+    let w = world(&vec![64 * MB; n + 2]);
     exported_pair(&w);
     snapshot_targets(&w, n);
     // half the snapshots, the mirror, the other half: each snapshot's table stays as it was
@@ -1325,7 +1237,7 @@ fn many_snapshots_and_a_mirror_on_one_source() {
 
 #[test]
 fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
-    let w = World::new(&[64 * MB, 65 * MB, 64 * MB, 64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 65 * MB, 64 * MB, 64 * MB, 64 * MB]);
     exported_pair(&w);
     snapshot_targets(&w, 3);
     let r = w.attach("block/src", "block/tgt", 3);
@@ -1376,7 +1288,7 @@ fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
 
 /// src exported with a logged-in initiator; snapshots s0 and s1, s0 with 8 MiB changed.
 fn restore_world() -> World {
-    let w = World::new(&[64 * MB; 4]);
+    let w = world(&[64 * MB; 4]);
     exported_pair(&w);
     snapshot_targets(&w, 2);
     assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
@@ -1519,7 +1431,7 @@ fn crash_beside(
 ) -> usize {
     let mut hit = 0;
     for point in CRASH_POINTS {
-        let w = World::new(sizes);
+        let w = world(sizes);
         setup(&w);
         let rels_before = ids(&w.rels());
         let dm_before = w.sim.listing().unwrap();
