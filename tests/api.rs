@@ -1,10 +1,8 @@
 //! The JSON-RPC server against a mock service: framing, errors, concurrency, socket setup.
 
-mod common;
-
-use common::{error_code, Raw, TestServer, BAD_JOB_ERROR};
 use lio_replica::api::protocol::code;
 use lio_replica::api::{Client, RpcError, Server, ServerError, ServerOptions};
+use lio_replica::testing::{error_code, Mock, Raw, TestServer, BAD_JOB_ERROR};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -381,7 +379,7 @@ fn a_stale_socket_is_replaced_but_other_files_are_not() {
     let dir = tempfile::Builder::new().prefix("lr").tempdir().unwrap();
     let path = dir.path().join("api.sock");
     drop(UnixListener::bind(&path).unwrap()); // leaves a socket nobody listens on
-    let mock = Arc::new(common::Mock::default());
+    let mock = Arc::new(Mock::default());
     let running = Server::bind(&path, mock.clone()).unwrap().spawn();
     let mut c = Client::connect(&path).unwrap();
     assert_eq!(c.enumerate_jobs().unwrap().len(), 3);

@@ -1,8 +1,6 @@
 //! The built binary against the mock-service server: exit codes, output, socket option.
 
-mod common;
-
-use common::{TestServer, BAD_JOB_ERROR, FAIL_JOB_ERROR};
+use lio_replica::testing::{TestServer, BAD_JOB_ERROR, FAIL_JOB_ERROR};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -12,8 +12,6 @@
 //!   mutated real samples: they never panic, whatever parses prints back to text that parses
 //!   to the same value, and typed values survive display -> parse unchanged.
 
-mod world;
-
 use lio_replica::api::protocol::{self, code};
 use lio_replica::dm::table::{
     LinearParams, MirrorParams, RaidDevice, RaidParams, SnapshotOriginParams, SnapshotParams,
@@ -24,6 +22,7 @@ use lio_replica::dm::{
 };
 use lio_replica::error::ReturnCode;
 use lio_replica::service::{JobView, MethodResult, RelationshipView, Service, StorageObjectView};
+use lio_replica::testing::world;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use serde_json::{json, Map, Value};
@@ -514,7 +513,7 @@ fn request_line(mutated_weight: u32) -> impl Strategy<Value = Vec<u8>> {
 fn engine_world() -> &'static world::World {
     static W: OnceLock<world::World> = OnceLock::new();
     W.get_or_init(|| {
-        let w = world::World::new(&[
+        let w = world::World::guarded(&[
             16 * world::MB,
             16 * world::MB,
             32 * world::MB,

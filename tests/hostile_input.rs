@@ -2,11 +2,9 @@
 //! element names that try to leave their directory or break names further down, and symlinks
 //! planted in the tree that lead outside the configfs root. Every refusal is a CIM return
 //! value with a reason, the tree and the kernel state stay as they were, and no configfs
-//! change ever lands outside the root: the world's [`world::Guard`] resolves where each change
+//! change ever lands outside the root: the world's [`Guard`] resolves where each change
 //! really lands, the sentinel directory beside the root must not change, and every path the
 //! fake kernel was asked to change lies under the root.
-
-mod world;
 
 use lio_replica::api::protocol;
 use lio_replica::configfs::fake::FakeFs;
@@ -14,23 +12,23 @@ use lio_replica::configfs::{ConfigFs, FsOps, IblockSpec};
 use lio_replica::dm::DmBackend;
 use lio_replica::names::Plugin;
 use lio_replica::service::{MethodResult, Service};
+use lio_replica::testing::{World, MB};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use world::{World, MB};
 
 /// Source `src` (disk 0, 16 MiB), target `tgt` (disk 1, 16 MiB), spare disks 2 and 3 for
 /// objects planted by the tests.
 fn world() -> World {
-    let w = World::new(&[16 * MB, 16 * MB, 16 * MB, 16 * MB]);
+    let w = World::guarded(&[16 * MB, 16 * MB, 16 * MB, 16 * MB]);
     w.iblock("src", 0);
     w.iblock("tgt", 1);
-    std::fs::write(w.outside.path().join("secret"), "do not touch\n").unwrap();
-    std::fs::create_dir(w.outside.path().join("dir")).unwrap();
-    std::fs::write(w.outside.path().join("dir/file"), "1\n").unwrap();
+    std::fs::write(w.outside().join("secret"), "do not touch\n").unwrap();
+    std::fs::create_dir(w.outside().join("dir")).unwrap();
+    std::fs::write(w.outside().join("dir/file"), "1\n").unwrap();
     w
 }
 
@@ -38,12 +36,12 @@ fn world() -> World {
 /// backstore `ghost` on disk `disk`: planted links lead here, so a reader that follows them
 /// finds something that looks usable. Returns the object's directory.
 fn ghost(w: &World, disk: usize) -> PathBuf {
-    let root = w.outside.path().join("target");
+    let root = w.outside().join("target");
     FakeFs::create_root(&root).unwrap();
     let cfs = ConfigFs::with_ops(
         &root,
         Arc::new(FakeFs::with_root(&root)) as Arc<dyn FsOps>,
-        w.outside.path().join("lock"),
+        w.outside().join("lock"),
     );
     let so = cfs
         .create_iblock(&IblockSpec {
@@ -74,7 +72,7 @@ fn before(w: &World) -> Before {
 
 /// Nothing escaped the root, whatever happened inside it.
 fn assert_contained(w: &World, b: &Before, what: &str) {
-    assert_eq!(w.guard.escapes(), Vec::<String>::new(), "{what}: escaped");
+    assert_eq!(w.guard().escapes(), Vec::<String>::new(), "{what}: escaped");
     assert_eq!(
         w.outside_listing(),
         b.outside,
@@ -108,7 +106,7 @@ fn assert_refused_quick(w: &World, r: &MethodResult, codes: &[u32], what: &str) 
         "{what}: configfs was changed: {:?}",
         w.fake.calls()
     );
-    assert_eq!(w.guard.escapes(), Vec::<String>::new(), "{what}: escaped");
+    assert_eq!(w.guard().escapes(), Vec::<String>::new(), "{what}: escaped");
 }
 
 /// The same call through the JSON-RPC layer (the name JSON-escaped on the wire).
@@ -284,7 +282,7 @@ fn names_too_long_for_device_mapper_are_refused_cleanly() {
     }
 
     // 64 bytes, the longest accepted name: every device-mapper name fits
-    let w = World::new(&[16 * MB, 16 * MB + 16 * MB]);
+    let w = World::guarded(&[16 * MB, 16 * MB + 16 * MB]);
     let long_src = "s".repeat(64);
     let long_tgt = "t".repeat(64);
     w.iblock(&long_src, 0);
@@ -377,7 +375,7 @@ fn symlinked_storage_objects_do_not_exist() {
     let core = w.root().join("core");
     symlink(&g, core.join("iblock_0/evil")).unwrap();
     symlink("/etc", core.join("iblock_0/etc")).unwrap();
-    symlink(w.outside.path(), core.join("iblock_1/out")).unwrap();
+    symlink(w.outside(), core.join("iblock_1/out")).unwrap();
     // a whole HBA directory leading outside, holding `ghost`
     symlink(g.parent().unwrap(), core.join("iblock_7")).unwrap();
     // and a relative one that climbs out
@@ -430,7 +428,7 @@ fn lun_links_leading_outside_are_ignored() {
             PathBuf::from("../../../../../../../../../..").join(g.strip_prefix("/").unwrap()),
         ),
         ("lun_8", PathBuf::from("/etc")),
-        ("lun_9", w.outside.path().join("secret")),
+        ("lun_9", w.outside().join("secret")),
     ] {
         let d = tpg.join("lun").join(lun);
         w.fake.mkdir(&d).unwrap();
@@ -439,7 +437,7 @@ fn lun_links_leading_outside_are_ignored() {
     // a mapped LUN whose link leads outside
     let acl = tpg.join("acls/iqn.1993-08.org.debian:01:init");
     w.fake.mkdir(&acl.join("lun_9")).unwrap();
-    symlink(w.outside.path().join("dir"), acl.join("lun_9/evil")).unwrap();
+    symlink(w.outside().join("dir"), acl.join("lun_9/evil")).unwrap();
     let b = before(&w);
 
     let views = w.engine.storage_objects().unwrap();
@@ -493,7 +491,7 @@ fn lun_links_leading_outside_are_ignored() {
 fn symlinked_attribute_files_are_not_followed() {
     let w = world();
     let so = w.root().join("core/iblock_0/src");
-    let secret = w.outside.path().join("secret");
+    let secret = w.outside().join("secret");
     for (attr, target) in [
         ("attrib/emulate_tpu", secret.clone()),
         ("attrib/queue_depth", PathBuf::from("/etc/hostname")),
@@ -563,13 +561,13 @@ fn symlinked_group_directories_are_not_followed() {
         .create_tpg("iscsi", "iqn.2003-01.org.example:t", 1)
         .unwrap();
     w.cfs.set_tpg_enabled(&tpg, true).unwrap();
-    let luns = w.outside.path().join("luns");
+    let luns = w.outside().join("luns");
     std::fs::create_dir_all(luns.join("lun_0")).unwrap();
     symlink("../../../../../core/iblock_0/src", luns.join("lun_0/lnk")).unwrap();
     std::fs::remove_dir(tpg.join("lun")).unwrap();
     symlink(&luns, tpg.join("lun")).unwrap();
     // and its `acls` directory, with a mapped LUN
-    let acls = w.outside.path().join("acls");
+    let acls = w.outside().join("acls");
     std::fs::create_dir_all(acls.join("iqn.1993-08.org.debian:01:init/lun_0")).unwrap();
     symlink(
         "../../../lun/lun_0",

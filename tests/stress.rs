@@ -16,13 +16,12 @@
 //! The figures (answers per outcome, RSS per round) are printed; see them with
 //! `cargo test --test stress -- --nocapture`.
 
-mod world;
-
 use lio_replica::api::{Client, Server};
 use lio_replica::dm::DmBackend;
 use lio_replica::engine::{names, Engine};
 use lio_replica::names::Plugin;
 use lio_replica::service::Service;
+use lio_replica::testing::world::{self, World, MB};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -31,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
-use world::{World, MB};
 
 const CLIENTS: usize = 100;
 const OBJECTS: usize = 10;
@@ -682,7 +680,7 @@ fn hundred_clients_conflicting_calls() {
     let started = Instant::now();
     // b0..b9: 8 MiB, 9 MiB, ...: every later one can take a copy of every earlier one
     let sizes: Vec<u64> = (0..OBJECTS as u64).map(|k| (8 + k) * MB).collect();
-    let w = World::new(&sizes);
+    let w = World::guarded(&sizes);
     for k in 0..OBJECTS {
         w.iblock(&format!("b{k}"), k);
     }
@@ -785,7 +783,7 @@ fn hundred_clients_conflicting_calls() {
     let objs = c.enumerate_storage_objects().unwrap();
     assert_eq!(objs.len(), OBJECTS, "{objs:?}");
     assert!(objs.iter().all(|o| o.enabled), "{objs:?}");
-    assert_eq!(w.guard.escapes(), Vec::<String>::new());
+    assert_eq!(w.guard().escapes(), Vec::<String>::new());
     oversize_lines_do_not_accumulate(&ctx.socket);
     drop(c);
     server.stop().unwrap();
