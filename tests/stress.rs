@@ -22,10 +22,9 @@ use lio_replica::engine::{names, Engine};
 use lio_replica::names::Plugin;
 use lio_replica::service::Service;
 use lio_replica::testing::world::{self, World, MB};
+use lio_replica::testing::Raw;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
@@ -88,37 +87,6 @@ impl Tally {
     }
 }
 
-/// One connection speaking raw lines.
-struct Conn {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn connect(path: &Path) -> std::io::Result<Conn> {
-        let stream = UnixStream::connect(path)?;
-        stream.set_read_timeout(Some(ANSWER_BOUND))?;
-        stream.set_write_timeout(Some(ANSWER_BOUND))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(Conn { stream, reader })
-    }
-
-    fn send(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let mut b = line.to_vec();
-        b.push(b'\n');
-        self.stream.write_all(&b)
-    }
-
-    fn recv(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err("the server closed the connection".into()),
-            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("not JSON ({e}): {line:?}")),
-            Err(e) => Err(format!("no answer within {ANSWER_BOUND:?}: {e}")),
-        }
-    }
-}
-
 fn element(k: u64) -> String {
     format!("block/b{k}")
 }
@@ -175,13 +143,13 @@ const CYCLERS: usize = 4;
 const THINK_US: u64 = 4000;
 
 /// One request on `conn`, answer checked and counted; `None` after a failure (recorded).
-fn call(t: &Tally, conn: &mut Conn, id: u64, method: &str, params: Value) -> Option<Value> {
+fn call(t: &Tally, conn: &mut Raw, id: u64, method: &str, params: Value) -> Option<Value> {
     let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     t.requests.fetch_add(1, Ordering::Relaxed);
     let r = conn
-        .send(req.to_string().as_bytes())
+        .send_line(req.to_string().as_bytes())
         .map_err(|e| e.to_string())
-        .and_then(|()| conn.recv());
+        .and_then(|()| conn.answer());
     match r {
         Ok(answer) => match judge(t, method, &req, &answer, id) {
             Ok(()) => Some(answer),
@@ -203,7 +171,7 @@ fn call(t: &Tally, conn: &mut Conn, id: u64, method: &str, params: Value) -> Opt
 fn cycler(ctx: &Ctx, n: usize, round: usize, until: Instant) {
     let t = &ctx.tally;
     let (s, d) = (element(2 * n as u64), element(2 * n as u64 + 1));
-    let mut conn = match Conn::connect(&ctx.socket) {
+    let mut conn = match Raw::connect_within(&ctx.socket, ANSWER_BOUND) {
         Ok(c) => c,
         Err(e) => return t.fail(format!("cycler {n}: connect: {e}")),
     };
@@ -294,7 +262,7 @@ fn client(ctx: &Ctx, n: usize, round: usize, until: Instant) {
     }
     let t = &ctx.tally;
     let mut rng = Rng::new((round as u64) << 32 | n as u64);
-    let mut conn = match Conn::connect(&ctx.socket) {
+    let mut conn = match Raw::connect_within(&ctx.socket, ANSWER_BOUND) {
         Ok(c) => c,
         Err(e) => return t.fail(format!("client {n}: connect: {e}")),
     };
@@ -305,9 +273,9 @@ fn client(ctx: &Ctx, n: usize, round: usize, until: Instant) {
         t.requests.fetch_add(1, Ordering::Relaxed);
         let big = vec![b'x'; (1 << 20) + 1];
         let answer = conn
-            .send(&big)
+            .send_line(&big)
             .map_err(|e| e.to_string())
-            .and_then(|()| conn.recv());
+            .and_then(|()| conn.answer());
         match answer {
             Ok(v) if v["error"]["code"] == json!(-32600) && v["id"].is_null() => {
                 t.count("oversize line -32600".into())
@@ -322,7 +290,7 @@ fn client(ctx: &Ctx, n: usize, round: usize, until: Instant) {
         let id = ((round * CLIENTS + n) as u64) << 24 | seq;
         // connection churn
         if rng.below(25) == 0 {
-            conn = match Conn::connect(&ctx.socket) {
+            conn = match Raw::connect_within(&ctx.socket, ANSWER_BOUND) {
                 Ok(c) => c,
                 Err(e) => return t.fail(format!("client {n}: reconnect: {e}")),
             };
@@ -387,10 +355,10 @@ fn client(ctx: &Ctx, n: usize, round: usize, until: Instant) {
             req["params"] = params;
         }
         t.requests.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = conn.send(req.to_string().as_bytes()) {
+        if let Err(e) = conn.send_line(req.to_string().as_bytes()) {
             return t.fail(format!("client {n}: send {method}: {e}"));
         }
-        let answer = match conn.recv() {
+        let answer = match conn.answer() {
             Ok(v) => v,
             Err(e) => return t.fail(format!("client {n}: {method} {req}: {e}")),
         };
@@ -420,7 +388,7 @@ fn known_or_made_up(t: &Tally, rng: &mut Rng) -> String {
 
 /// Lines that are not requests, and notifications: the server answers the former with an
 /// error (id null) and the latter not at all.
-fn malformed(ctx: &Ctx, conn: &mut Conn, rng: &mut Rng, id: u64, n: usize) {
+fn malformed(ctx: &Ctx, conn: &mut Raw, rng: &mut Rng, id: u64, n: usize) {
     let t = &ctx.tally;
     t.requests.fetch_add(1, Ordering::Relaxed);
     let (line, code): (Vec<u8>, Option<i64>) = match rng.below(6) {
@@ -437,11 +405,11 @@ fn malformed(ctx: &Ctx, conn: &mut Conn, rng: &mut Rng, id: u64, n: usize) {
         ),
         _ => (b"   ".to_vec(), None),
     };
-    if let Err(e) = conn.send(&line) {
+    if let Err(e) = conn.send_line(&line) {
         return t.fail(format!("client {n}: send malformed: {e}"));
     }
     if let Some(want) = code {
-        match conn.recv() {
+        match conn.answer() {
             Ok(v) => {
                 let c = v["error"]["code"].as_i64();
                 if c != Some(want) || v.get("id") != Some(&Value::Null) {
@@ -457,10 +425,10 @@ fn malformed(ctx: &Ctx, conn: &mut Conn, rng: &mut Rng, id: u64, n: usize) {
     } else {
         // silence; prove it with a request right behind it
         let probe = json!({"jsonrpc": "2.0", "id": id, "method": "EnumerateJobs"});
-        if let Err(e) = conn.send(probe.to_string().as_bytes()) {
+        if let Err(e) = conn.send_line(probe.to_string().as_bytes()) {
             return t.fail(format!("client {n}: send probe: {e}"));
         }
-        match conn.recv() {
+        match conn.answer() {
             Ok(v) if v["id"] == json!(id) => t.count("notification: silent".into()),
             Ok(v) => t.fail(format!("client {n}: a notification was answered: {v}")),
             Err(e) => t.fail(format!("client {n}: probe: {e}")),
@@ -558,13 +526,13 @@ fn rss_kib() -> u64 {
 fn oversize_lines_do_not_accumulate(socket: &Path) {
     let mut rss = Vec::new();
     for i in 0..20 {
-        let mut conn = Conn::connect(socket).unwrap();
-        conn.send(&vec![b'{'; (1 << 20) + 1]).unwrap();
-        let v = conn.recv().unwrap();
+        let mut conn = Raw::connect_within(socket, ANSWER_BOUND).unwrap();
+        conn.send_line(&vec![b'{'; (1 << 20) + 1]).unwrap();
+        let v = conn.answer().unwrap();
         assert_eq!(v["error"]["code"], json!(-32600), "{v}");
-        conn.send(br#"{"jsonrpc":"2.0","id":5,"method":"EnumerateJobs"}"#)
+        conn.send_line(br#"{"jsonrpc":"2.0","id":5,"method":"EnumerateJobs"}"#)
             .unwrap();
-        assert_eq!(conn.recv().unwrap()["id"], json!(5));
+        assert_eq!(conn.answer().unwrap()["id"], json!(5));
         drop(conn);
         std::thread::sleep(Duration::from_millis(5));
         if i == 4 || i == 19 {

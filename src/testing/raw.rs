@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Raw {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
+    /// how long a read waits for an answer
+    bound: Duration,
 }
 
 impl Raw {
@@ -19,7 +21,43 @@ impl Raw {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Raw { stream, reader }
+        Raw {
+            stream,
+            reader,
+            bound: Duration::from_secs(10),
+        }
+    }
+
+    /// A connection whose reads and writes each give up after `bound`; errors are returned,
+    /// for callers that judge them (see [`Raw::send_line`] and [`Raw::answer`]).
+    pub fn connect_within(path: &Path, bound: Duration) -> std::io::Result<Raw> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(bound))?;
+        stream.set_write_timeout(Some(bound))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Raw {
+            stream,
+            reader,
+            bound,
+        })
+    }
+
+    /// `line` and a newline, in one write.
+    pub fn send_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let mut b = line.to_vec();
+        b.push(b'\n');
+        self.stream.write_all(&b)
+    }
+
+    /// The next answer line, or why there is none: the server closed the connection, the line
+    /// is not JSON, or nothing came within the bound.
+    pub fn answer(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("the server closed the connection".into()),
+            Ok(_) => serde_json::from_str(&line).map_err(|e| format!("not JSON ({e}): {line:?}")),
+            Err(e) => Err(format!("no answer within {:?}: {e}", self.bound)),
+        }
     }
 
     pub fn send(&mut self, line: &str) {
