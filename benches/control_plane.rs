@@ -26,6 +26,7 @@ use lio_replica::engine::{Engine, Options};
 use lio_replica::jobs::{JobManager, JobSpec};
 use lio_replica::names::Plugin;
 use lio_replica::service::Service;
+use lio_replica::testing::sparse_file;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -238,9 +239,7 @@ fn make_disks(dir: &Path, n: usize) {
     let d = dir.join("disks");
     fs::create_dir_all(&d).unwrap();
     for i in 0..n {
-        fs::File::create(d.join(format!("d{i}.img")))
-            .and_then(|f| f.set_len(1 << 30))
-            .expect("sparse disk image");
+        sparse_file(&d.join(format!("d{i}.img")), 1 << 30).expect("sparse disk image");
     }
 }
 
