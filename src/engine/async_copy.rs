@@ -6,9 +6,9 @@
 //! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default).
 
 use super::plan::Plan;
-use super::relationship::{self, Finish, Lifecycle, Relationship};
+use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
-use crate::dm::{LinearParams, Sectors, TableLine, Target};
+use crate::dm::{DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
 
@@ -43,6 +43,26 @@ impl Lifecycle for AsyncMirror {
 
     fn replicates_in_real(&self) -> bool {
         true
+    }
+
+    /// The two dm-raid metadata devices carved from the target's tail.
+    fn metadata(&self, rel: &Relationship) -> Result<Vec<DmName>> {
+        Ok(rel.meta_names()?.to_vec())
+    }
+
+    /// The kernel keeps `max_write_behind` in KiB: half the sectors given.
+    fn max_lag_writes(&self, i: &Inner) -> Option<u32> {
+        Some(i.opts.max_write_behind / 2)
+    }
+
+    fn replicating_state(&self, pr: &Progress, v: &mut RelationshipView) -> SyncState {
+        if pr.synced {
+            v.progress_status = Some("in sync, writing behind".into());
+            SyncState::Synchronized
+        } else {
+            v.progress_status = Some(format!("resynchronising, {}%", pr.percent));
+            SyncState::ResyncInProgress
+        }
     }
 
     fn maintained(&self) -> bool {

@@ -4,7 +4,7 @@
 //! that split, which is the moment the job completes; afterwards the target stands alone and
 //! no relationship remains.
 
-use super::relationship::{self, Finish, Lifecycle, Relationship};
+use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::sync::start_mirror;
 use super::{Attached, Engine, Inner, Resolved};
 use crate::error::{Error, Result, ReturnCode};
@@ -59,6 +59,11 @@ impl Lifecycle for FullCopy {
 
     fn replicates_in_real(&self) -> bool {
         true
+    }
+
+    fn replicating_state(&self, pr: &Progress, v: &mut RelationshipView) -> SyncState {
+        v.progress_status = Some(format!("copying, {}%", pr.percent));
+        SyncState::CopyInProgress
     }
 
     fn maintained(&self) -> bool {

@@ -144,8 +144,28 @@ pub(crate) trait Lifecycle: Sync {
     ) -> Result<SyncState>;
     /// The daemon (re)started and found it in the kernel: follow it again.
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()>;
-    /// Whether its table takes the source's real device (one such relationship per source).
+    /// Whether its table takes the source's real device (see [`can_share_real`]).
     fn replicates_in_real(&self) -> bool;
+    /// Devices of its own beside the record (raid metadata), removed when it ends and
+    /// cleared for a full resync.
+    fn metadata(&self, _rel: &Relationship) -> Result<Vec<DmName>> {
+        Ok(Vec::new())
+    }
+    /// Its job saw the replicating table in sync and ends; the relationship stays.
+    fn once_synced(&self, _e: &Engine, _rel: &Relationship) {}
+    /// The most writes its target may lag behind while it replicates, if it may.
+    fn max_lag_writes(&self, _i: &Inner) -> Option<u32> {
+        None
+    }
+    /// Its state while its table replicates and no leg failed (mirror types).
+    fn replicating_state(&self, pr: &Progress, v: &mut RelationshipView) -> SyncState {
+        if pr.synced {
+            SyncState::Synchronized
+        } else {
+            v.progress_status = Some(format!("resynchronising, {}%", pr.percent));
+            SyncState::ResyncInProgress
+        }
+    }
     /// Whether the target is kept up to date (CIM SyncMaintained).
     fn maintained(&self) -> bool;
 }
@@ -676,9 +696,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
                         r.when_synced = Some(now_secs());
                     }
                     info!(relationship = %rel.id, "in sync");
-                    if rel.copy_type == CopyType::Sync {
-                        watch(&e.inner, rel_id);
-                    }
+                    rel.lifecycle().once_synced(e, &rel);
                 }
                 Finish::Split => {
                     let _k = i.kernel_lock();
@@ -705,11 +723,9 @@ pub(crate) fn teardown_mirror(i: &Inner, rel: &Relationship) -> Result<()> {
             swap_real(i, rel, &table)?;
         }
     }
-    if rel.copy_type == CopyType::Async {
-        for m in rel.meta_names()?.iter().rev() {
-            if i.dm.info(m)?.is_some() {
-                i.dm.remove(m)?;
-            }
+    for m in rel.lifecycle().metadata(rel)?.iter().rev() {
+        if i.dm.info(m)?.is_some() {
+            i.dm.remove(m)?;
         }
     }
     forget(i, rel)
@@ -787,10 +803,8 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
             p.last(|| swap_real(i, rel, &linear))?;
             info!(relationship = %rel.id, device = %rel.real, "failed leg dropped before the resync");
         }
-        if rel.copy_type == CopyType::Async {
-            for m in rel.meta_names()? {
-                p.last(|| i.zero_head(&m, i.opts.raid_meta_sectors))?;
-            }
+        for m in rel.lifecycle().metadata(rel)? {
+            p.last(|| i.zero_head(&m, i.opts.raid_meta_sectors))?;
         }
         if marked {
             p.step(
@@ -854,10 +868,11 @@ pub(crate) fn mirror_state(
     v: &mut RelationshipView,
 ) -> Result<SyncState> {
     let pr = progress(i, rel)?;
-    if rel.copy_type == CopyType::Async && pr.replicating {
-        v.max_lag_writes = Some(i.opts.max_write_behind / 2);
+    let lc = rel.lifecycle();
+    if pr.replicating {
+        v.max_lag_writes = lc.max_lag_writes(i);
     }
-    if let Some(why) = rel.broken.clone().or(pr.failed) {
+    if let Some(why) = rel.broken.clone().or(pr.failed.clone()) {
         v.percent_synced = if pr.replicating { pr.percent } else { 0 };
         v.progress_status = Some(why);
         return Ok(SyncState::Broken);
@@ -867,21 +882,7 @@ pub(crate) fn mirror_state(
         return Ok(SyncState::Fractured);
     }
     v.percent_synced = pr.percent;
-    Ok(match (rel.copy_type, pr.synced) {
-        (CopyType::UnSyncUnAssoc, _) => {
-            v.progress_status = Some(format!("copying, {}%", pr.percent));
-            SyncState::CopyInProgress
-        }
-        (CopyType::Async, true) => {
-            v.progress_status = Some("in sync, writing behind".into());
-            SyncState::Synchronized
-        }
-        (_, true) => SyncState::Synchronized,
-        (_, false) => {
-            v.progress_status = Some(format!("resynchronising, {}%", pr.percent));
-            SyncState::ResyncInProgress
-        }
-    })
+    Ok(lc.replicating_state(&pr, v))
 }
 
 /// The span of a device's live table.

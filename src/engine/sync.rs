@@ -105,6 +105,11 @@ impl Lifecycle for SyncMirror {
         true
     }
 
+    /// From now on a watcher drops a target leg the kernel marks failed.
+    fn once_synced(&self, e: &Engine, rel: &Relationship) {
+        relationship::watch(&e.inner, &rel.id);
+    }
+
     fn maintained(&self) -> bool {
         true
     }
