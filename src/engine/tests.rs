@@ -1516,3 +1516,115 @@ fn crash_during_restore_rolls_back_or_completes() {
     );
     assert!(hit >= 2, "only {hit} crash points reached");
 }
+
+#[test]
+fn rollback_clone_beside_a_mirror_and_a_snapshot() {
+    rollback_at_every_step(
+        &[64 * MB; 4],
+        |w| {
+            exported_pair(w);
+            snapshot_targets(w, 2);
+            let r = w.attach("block/src", "block/tgt", 3);
+            w.wait_job(r.job.as_ref().unwrap());
+            assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+        },
+        |w| w.attach("block/src", "block/s1", 5),
+    );
+}
+
+/// A failure injected at each kernel change of a Restore: before the merge has taken over
+/// the snapshot's store the restore fails and nothing changed; after it, the merge goes on and
+/// its job ends it as usual.
+#[test]
+fn restore_fails_cleanly_or_completes_at_every_step() {
+    let w = restore_world();
+    let dm0 = w.sim.mutating_call_count();
+    let r = restore(&w, "src/s0", true);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    w.wait_job(r.job.as_ref().unwrap());
+    let steps = w.sim.mutating_call_count() - dm0;
+    assert!(steps >= 4, "{steps}");
+    let (mut failed, mut completed) = (0, 0);
+    for k in 1..=steps {
+        let w = restore_world();
+        let before = w.state();
+        w.sim.fail_at_call(k);
+        let r = restore(&w, "src/s0", true);
+        w.sim.fail_at_call(0);
+        if r.return_value == 4096 {
+            let j = w.wait_job(r.job.as_ref().unwrap());
+            if j.job_state == 7 {
+                completed += 1;
+                assert_eq!(ids(&w.rels()), vec!["src/s1".to_string()], "step {k}");
+                assert!(w.table_of("so-src").contains("snapshot-origin"), "step {k}");
+                continue;
+            }
+            // the failure hit the job's own end: the merge is done in the kernel, a new
+            // daemon finishes what is left
+            let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+            let jobs = e2.jobs().list();
+            for j in &jobs {
+                e2.jobs().wait(&j.instance_id, Duration::from_secs(20));
+            }
+            assert_eq!(
+                ids(&e2.relationships().unwrap()),
+                vec!["src/s1".to_string()],
+                "step {k}: {j:?}"
+            );
+            completed += 1;
+            continue;
+        }
+        failed += 1;
+        assert!(matches!(r.return_value, 2 | 3 | 4), "step {k}: {r:?}");
+        assert!(r.description.is_some(), "step {k}");
+        assert_eq!(w.state(), before, "step {k} left something behind: {r:?}");
+        assert_eq!(ids(&w.rels()), vec!["src/s0", "src/s1"], "step {k}");
+    }
+    assert!(
+        failed >= 3 && completed >= 1,
+        "failed {failed}, completed {completed}"
+    );
+}
+
+#[test]
+fn stacked_relationships_are_rediscovered_by_a_new_daemon() {
+    let w = world(&[64 * MB; 5]);
+    exported_pair(&w);
+    snapshot_targets(&w, 3);
+    assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(w.attach("block/src", "block/s1", 4).return_value, 0);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/s2", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    let mut before = w.rels();
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let mut after = e2.relationships().unwrap();
+    for v in before.iter_mut().chain(after.iter_mut()) {
+        v.when_synced = None; // kept in memory only
+    }
+    assert_eq!(after, before);
+    assert_eq!(ids(&after), vec!["src/s0", "src/s1", "src/s2", "src/tgt"]);
+    // the new daemon finishes the copy and ends the others one by one
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    w.engine
+        .jobs()
+        .wait(r.job.as_ref().unwrap(), Duration::from_secs(20));
+    for id in ["src/s0", "src/tgt", "src/s1"] {
+        assert_eq!(
+            e2.modify_synchronization(id, 2, false).return_value,
+            0,
+            "{id}"
+        );
+    }
+    assert!(e2.relationships().unwrap().is_empty());
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+}
