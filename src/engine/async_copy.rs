@@ -8,6 +8,7 @@
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
+use crate::cim::Operation;
 use crate::dm::{DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
@@ -19,7 +20,13 @@ impl Lifecycle for AsyncMirror {
         attach(e, src, tgt)
     }
 
-    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, _force: bool) -> Result<Attached> {
+    fn modify(
+        &self,
+        e: &Engine,
+        rel: &Relationship,
+        op: Operation,
+        _force: bool,
+    ) -> Result<Attached> {
         super::sync::modify_mirror(e, rel, op)
     }
 

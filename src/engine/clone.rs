@@ -7,6 +7,7 @@
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::sync::start_mirror;
 use super::{Attached, Engine, Inner, Resolved};
+use crate::cim::Operation;
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
 
@@ -25,10 +26,17 @@ impl Lifecycle for FullCopy {
         })
     }
 
-    fn modify(&self, _e: &Engine, rel: &Relationship, op: u16, _force: bool) -> Result<Attached> {
+    fn modify(
+        &self,
+        _e: &Engine,
+        rel: &Relationship,
+        op: Operation,
+        _force: bool,
+    ) -> Result<Attached> {
         Err(Error::NotSupported(format!(
-            "operation {op} is not supported while the full copy {} runs; Detach (or \
+            "operation {} {op} is not supported while the full copy {} runs; Detach (or \
              terminating its job) stops it",
+            op.value(),
             rel.id
         )))
     }

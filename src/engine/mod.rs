@@ -576,9 +576,14 @@ impl Engine {
         let _k = i.kernel_lock();
         let span = info_span!("modify", relationship = %rel.id, operation = op);
         let _s = span.enter();
-        use crate::service::operation::*;
+        use crate::cim::Operation;
+        let Some(op) = Operation::from_value(op) else {
+            return Err(Error::Invalid(format!(
+                "operation {op} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore"
+            )));
+        };
         match op {
-            DETACH => {
+            Operation::Detach => {
                 rel.lifecycle().teardown(i, &rel)?;
                 Ok(Attached {
                     code: ReturnCode::Completed,
@@ -586,10 +591,12 @@ impl Engine {
                     relationship: Some(rel.id.clone()),
                 })
             }
-            FRACTURE | RESYNC | RESTORE => rel.lifecycle().modify(self, &rel, op, force),
-            other => Err(Error::Invalid(format!(
-                "operation {other} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore"
+            Operation::ResetToSync | Operation::ResetToAsync => Err(Error::NotSupported(format!(
+                "operation {} {op} is not supported yet: a mirror's mode cannot be changed \
+                 live; Detach and attach it again with the other CopyType",
+                op.value()
             ))),
+            _ => rel.lifecycle().modify(self, &rel, op, force),
         }
     }
 

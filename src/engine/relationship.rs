@@ -24,6 +24,7 @@ use super::adopt::{self, Backing};
 use super::plan::Plan;
 use super::stack::{self, Stack};
 use super::{names, Attached, Engine, Inner, Resolved};
+use crate::cim::Operation;
 use crate::dm::table::RaidDevice;
 use crate::dm::{Devno, DmName, Sectors};
 use crate::dm::{
@@ -131,7 +132,13 @@ pub(crate) trait Lifecycle: Sync {
     fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached>;
     /// A ModifySynchronization operation other than Detach (already checked to be one of
     /// the operations the API knows).
-    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, force: bool) -> Result<Attached>;
+    fn modify(
+        &self,
+        e: &Engine,
+        rel: &Relationship,
+        op: Operation,
+        force: bool,
+    ) -> Result<Attached>;
     /// Detach, or the end of a copy: undo it in the kernel and forget it; the source's other
     /// relationships stay exactly as they are.
     fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()>;

@@ -22,11 +22,12 @@
 use super::plan::Plan;
 use super::relationship::{self, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
+use crate::cim::Operation;
 use crate::dm::{DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
 use crate::names::Plugin;
-use crate::service::{operation, CopyType, RelationshipView, SyncState};
+use crate::service::{CopyType, RelationshipView, SyncState};
 use tracing::{info, warn};
 
 pub(crate) struct Snapshot;
@@ -345,7 +346,13 @@ impl Lifecycle for Snapshot {
         })
     }
 
-    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, force: bool) -> Result<Attached> {
+    fn modify(
+        &self,
+        e: &Engine,
+        rel: &Relationship,
+        op: Operation,
+        force: bool,
+    ) -> Result<Attached> {
         if is_restoring(&e.inner, rel)? {
             return Err(Error::InUse(format!(
                 "snapshot {} is being merged back into {}; wait for the restore to finish",
@@ -353,11 +360,12 @@ impl Lifecycle for Snapshot {
             )));
         }
         match op {
-            operation::RESYNC => refresh(e, rel),
-            operation::RESTORE => restore(e, rel, force),
+            Operation::Resync => refresh(e, rel),
+            Operation::Restore => restore(e, rel, force),
             _ => Err(Error::NotSupported(format!(
-                "operation {op} is not supported for UnSyncAssoc relationships (Resync takes a \
-                 new point in time, Restore rolls the source back, Detach ends it)"
+                "operation {} {op} is not supported for UnSyncAssoc relationships (Resync takes \
+                 a new point in time, Restore rolls the source back, Detach ends it)",
+                op.value()
             ))),
         }
     }

@@ -6,8 +6,9 @@
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
+use crate::cim::Operation;
 use crate::error::{Error, Result, ReturnCode};
-use crate::service::{operation, CopyType, RelationshipView, SyncState};
+use crate::service::{CopyType, RelationshipView, SyncState};
 
 pub(crate) struct SyncMirror;
 
@@ -46,9 +47,9 @@ pub(crate) fn start_mirror(
 }
 
 /// Fracture and Resync, as the mirror types have them; Restore is not there yet.
-pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: u16) -> Result<Attached> {
+pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: Operation) -> Result<Attached> {
     match op {
-        operation::FRACTURE => {
+        Operation::Fracture => {
             relationship::fracture(e, rel)?;
             Ok(Attached {
                 code: ReturnCode::Completed,
@@ -56,9 +57,10 @@ pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: u16) -> Result<A
                 relationship: Some(rel.id.clone()),
             })
         }
-        operation::RESYNC => relationship::resync(e, rel),
+        Operation::Resync => relationship::resync(e, rel),
         _ => Err(Error::NotSupported(format!(
-            "operation {op} is not supported for {:?} relationships",
+            "operation {} {op} is not supported for {:?} relationships",
+            op.value(),
             rel.copy_type
         ))),
     }
@@ -77,7 +79,13 @@ impl Lifecycle for SyncMirror {
         })
     }
 
-    fn modify(&self, e: &Engine, rel: &Relationship, op: u16, _force: bool) -> Result<Attached> {
+    fn modify(
+        &self,
+        e: &Engine,
+        rel: &Relationship,
+        op: Operation,
+        _force: bool,
+    ) -> Result<Attached> {
         modify_mirror(e, rel, op)
     }
 

@@ -1628,3 +1628,26 @@ fn stacked_relationships_are_rediscovered_by_a_new_daemon() {
     assert!(e2.relationships().unwrap().is_empty());
     assert!(w.table_of("so-src").contains("linear 8:0 0"));
 }
+
+#[test]
+fn mode_changes_are_not_supported_yet_and_unknown_operations_are_invalid() {
+    let w = world(&[64 * MB; 2]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 3);
+    w.wait_job(r.job.as_ref().unwrap());
+    let before = w.state();
+    for op in [10, 11] {
+        let m = w.engine.modify_synchronization("src/tgt", op, false);
+        assert_eq!(m.return_value, 1, "{m:?}");
+        assert!(m.description.unwrap().contains("not supported yet"));
+    }
+    for op in [0, 1, 6, 12] {
+        assert_eq!(
+            w.engine
+                .modify_synchronization("src/tgt", op, false)
+                .return_value,
+            5
+        );
+    }
+    assert_eq!(w.state(), before);
+}
