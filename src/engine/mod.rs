@@ -113,7 +113,7 @@ pub(crate) struct Inner {
     /// Elements an API call is working on right now.
     claims: Mutex<BTreeSet<Element>>,
     /// Relationships by InstanceID.
-    pub rels: Mutex<BTreeMap<String, Relationship>>,
+    pub rels: relationship::Registry,
     /// The state last saved to disk; saving starts once start-up recovery is over.
     saved: Mutex<Option<state::SavedState>>,
     saving: std::sync::atomic::AtomicBool,
@@ -216,18 +216,13 @@ impl Inner {
 
     /// The relationship with this InstanceID, if any (a copy: the map stays unlocked).
     pub fn relationship(&self, id: &str) -> Option<Relationship> {
-        self.rels.lock().unwrap().get(id).cloned()
+        self.rels.get(id)
     }
 
     /// The relationships `element` takes part in, as source or target.
     pub fn relationships_of(&self, element: &Element) -> Vec<Relationship> {
         self.rels
-            .lock()
-            .unwrap()
-            .values()
             .filter(|r| r.source == *element || r.target == *element)
-            .cloned()
-            .collect()
     }
 
     /// Why `src` may not take part as the source of a new relationship `lc` beside the ones it
@@ -445,7 +440,7 @@ impl Engine {
                 opts,
                 kernel: Mutex::new(()),
                 claims: Mutex::new(BTreeSet::new()),
-                rels: Mutex::new(BTreeMap::new()),
+                rels: relationship::Registry::default(),
                 saved: Mutex::new(None),
                 saving: std::sync::atomic::AtomicBool::new(false),
                 boot_id,
@@ -676,7 +671,7 @@ impl Service for Engine {
     }
 
     fn relationships(&self) -> Result<Vec<RelationshipView>> {
-        let rels: Vec<Relationship> = self.inner.rels.lock().unwrap().values().cloned().collect();
+        let rels = self.inner.rels.all();
         Ok(rels
             .iter()
             .map(|r| relationship::view(&self.inner, r))
@@ -702,7 +697,7 @@ impl Service for Engine {
                 .collect();
         // element -> the relationship it is part of (the first by id, should there be two)
         let mut rel_of: HashMap<Element, String> = HashMap::new();
-        for r in i.rels.lock().unwrap().values() {
+        for r in i.rels.all() {
             for el in [&r.source, &r.target] {
                 rel_of.entry(el.clone()).or_insert_with(|| r.id.clone());
             }

@@ -109,24 +109,15 @@ fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16
     let i = &*e.inner;
     let rel = i
         .rels
-        .lock()
-        .unwrap()
-        .values()
-        .find(|r| r.source_name == source && target.is_none_or(|t| r.target_name == t))
-        .cloned();
+        .filter(|r| r.source_name == source && target.is_none_or(|t| r.target_name == t))
+        .into_iter()
+        .next();
     if let Some(rel) = rel {
         warn!(relationship = %rel.id, "rolling back an AttachReplica interrupted by a restart");
         // a job the restart may have started for it stops on its own: the record is gone
         return rel.lifecycle().teardown(i, &rel);
     }
-    let others: Vec<_> = i
-        .rels
-        .lock()
-        .unwrap()
-        .values()
-        .filter(|r| r.source_name == source)
-        .cloned()
-        .collect();
+    let others = i.rels.filter(|r| r.source_name == source);
     let replicated = others.iter().any(|r| r.lifecycle().replicates_in_real());
     // no complete record: remove whatever pieces exist
     for d in i.dm.list()? {

@@ -123,6 +123,60 @@ impl Relationship {
     }
 }
 
+/// The relationships this daemon knows, by InstanceID, behind their own lock: every method
+/// takes it for one short look or change and hands copies out, so no caller holds it while
+/// it works on the kernel.
+#[derive(Default)]
+pub(crate) struct Registry(std::sync::Mutex<std::collections::BTreeMap<String, Relationship>>);
+
+impl Registry {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Relationship>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Relationship> {
+        self.map().get(id).cloned()
+    }
+
+    /// Every relationship, by InstanceID.
+    pub fn all(&self) -> Vec<Relationship> {
+        self.map().values().cloned().collect()
+    }
+
+    /// The relationships for which `f` holds, by InstanceID.
+    pub fn filter(&self, f: impl Fn(&Relationship) -> bool) -> Vec<Relationship> {
+        self.map().values().filter(|r| f(r)).cloned().collect()
+    }
+
+    pub fn any(&self, f: impl Fn(&Relationship) -> bool) -> bool {
+        self.map().values().any(f)
+    }
+
+    /// Change the relationship `id` if it is still there; what `f` returns, if it was.
+    pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut Relationship) -> T) -> Option<T> {
+        self.map().get_mut(id).map(f)
+    }
+
+    fn insert(&self, rel: Relationship) {
+        self.map().insert(rel.id.clone(), rel);
+    }
+
+    fn remove(&self, id: &str) {
+        self.map().remove(id);
+    }
+
+    /// Start a job for `id` and record it there, with the registry held meanwhile so that the
+    /// job sees its own id recorded when it first looks.
+    pub fn with_job(&self, id: &str, submit: impl FnOnce() -> String) -> String {
+        let mut map = self.map();
+        let job = submit();
+        if let Some(r) = map.get_mut(id) {
+            r.job = Some(job.clone());
+        }
+        job
+    }
+}
+
 /// One copy type's whole life: how it is built, what it lets ModifySynchronization do, how
 /// it ends, how its state is read from the kernel and what happens once the daemon finds it
 /// again after a restart.
@@ -252,12 +306,7 @@ pub(crate) fn create_tag_step<'a>(
 pub(crate) fn replicating(i: &Inner, source_name: &str) -> Vec<Relationship> {
     let mut v: Vec<Relationship> = i
         .rels
-        .lock()
-        .unwrap()
-        .values()
-        .filter(|r| r.source_name == source_name && r.lifecycle().replicates_in_real())
-        .cloned()
-        .collect();
+        .filter(|r| r.source_name == source_name && r.lifecycle().replicates_in_real());
     v.sort_by_key(|r| r.copy_type == CopyType::UnSyncUnAssoc);
     v
 }
@@ -360,11 +409,11 @@ pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [Devno; 2]) -> Vec
 
 pub(crate) fn register(i: &Inner, rel: Relationship) {
     info!(relationship = %rel.id, copy_type = ?rel.copy_type, "relationship recorded");
-    i.rels.lock().unwrap().insert(rel.id.clone(), rel);
+    i.rels.insert(rel);
 }
 
 fn unregister(i: &Inner, id: &str) {
-    i.rels.lock().unwrap().remove(id);
+    i.rels.remove(id);
 }
 
 /// Progress of a replicating table, read from the kernel.
@@ -480,9 +529,8 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
         return Ok(rel.broken);
     };
     let set_broken = |reason: &str| {
-        if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
-            r.broken = Some(reason.to_string());
-        }
+        i.rels
+            .update(rel_id, |r| r.broken = Some(reason.to_string()));
     };
     let legs = failed_mirror_legs(i, &rel)?;
     if legs.is_empty() || legs.contains(&0) {
@@ -538,9 +586,8 @@ static WATCH_TOKENS: AtomicU64 = AtomicU64::new(1);
 /// watcher or a job takes over, or the engine is dropped.
 pub(crate) fn watch(i: &Arc<Inner>, rel_id: &str) {
     let token = WATCH_TOKENS.fetch_add(1, Ordering::Relaxed);
-    match i.rels.lock().unwrap().get_mut(rel_id) {
-        Some(r) => r.watch = token,
-        None => return,
+    if i.rels.update(rel_id, |r| r.watch = token).is_none() {
+        return;
     }
     let weak = Arc::downgrade(i);
     let id = rel_id.to_string();
@@ -575,7 +622,7 @@ fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
             }
             if pr.failed.is_some() {
                 let _k = i.kernel_lock();
-                if i.rels.lock().unwrap().get(rel_id).map(|r| r.watch) == Some(token) {
+                if i.rels.get(rel_id).map(|r| r.watch) == Some(token) {
                     break_relationship(&i, rel_id)?;
                 }
                 return Ok(None);
@@ -637,14 +684,10 @@ pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) ->
     };
     let e2 = e.clone();
     let id_for_job = rel.id.clone();
-    // hold the map while submitting so the job sees its own id recorded
-    let mut rels = i.rels.lock().unwrap();
-    let job = i
-        .jobs
-        .submit(spec, move |ctx| follow(&e2, &id_for_job, ctx, finish));
-    if let Some(r) = rels.get_mut(&rel.id) {
-        r.job = Some(job.clone());
-    }
+    let job = i.rels.with_job(&rel.id, || {
+        i.jobs
+            .submit(spec, move |ctx| follow(&e2, &id_for_job, ctx, finish))
+    });
     Ok(job)
 }
 
@@ -699,9 +742,7 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         if pr.synced {
             match finish {
                 Finish::Keep => {
-                    if let Some(r) = i.rels.lock().unwrap().get_mut(rel_id) {
-                        r.when_synced = Some(now_secs());
-                    }
+                    i.rels.update(rel_id, |r| r.when_synced = Some(now_secs()));
                     info!(relationship = %rel.id, "in sync");
                     rel.lifecycle().once_synced(e, &rel);
                 }
@@ -746,12 +787,7 @@ pub(crate) fn forget(i: &Inner, rel: &Relationship) -> Result<()> {
     }
     unregister(i, &rel.id);
     info!(relationship = %rel.id, "relationship ended");
-    let in_use = i
-        .rels
-        .lock()
-        .unwrap()
-        .values()
-        .any(|r| r.source_name == rel.source_name);
+    let in_use = i.rels.any(|r| r.source_name == rel.source_name);
     stack::collapse_if_unused(i, &rel.stack(), in_use)
 }
 
@@ -779,9 +815,7 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
         }));
     }
     swap_real(i, rel, &table_without(i, rel)?)?;
-    if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
-        r.when_synced = None;
-    }
+    i.rels.update(&rel.id, |r| r.when_synced = None);
     info!(relationship = %rel.id, "fractured");
     Ok(())
 }
@@ -824,12 +858,12 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         info!(relationship = %rel.id, device = %rel.real, "replicating table loaded: full resync");
         Ok(())
     })?;
-    if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
+    i.rels.update(&rel.id, |r| {
         r.broken = None;
         r.when_synced = None;
         // the job follows the mirror now; it starts a new watcher once in sync
         r.watch = 0;
-    }
+    });
     let job = start_job(e, &rel.id, Finish::Keep, "resync")?;
     Ok(Attached {
         code: ReturnCode::JobStarted,
@@ -987,12 +1021,7 @@ pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
         let Some(obj) = names::real_object(&d.name) else {
             continue;
         };
-        let in_use = i
-            .rels
-            .lock()
-            .unwrap()
-            .values()
-            .any(|r| r.source_name == obj);
+        let in_use = i.rels.any(|r| r.source_name == obj);
         if in_use {
             continue;
         }

@@ -246,14 +246,11 @@ fn start_restore_job(e: &Engine, rel: &Relationship) -> Result<String> {
     };
     let e2 = e.clone();
     let id = rel.id.clone();
-    let mut rels = e.inner.rels.lock().unwrap();
-    let job = e
-        .inner
-        .jobs
-        .submit(spec, move |ctx| follow_merge(&e2, &id, ctx));
-    if let Some(r) = rels.get_mut(&rel.id) {
-        r.job = Some(job.clone());
-    }
+    let job = e.inner.rels.with_job(&rel.id, || {
+        e.inner
+            .jobs
+            .submit(spec, move |ctx| follow_merge(&e2, &id, ctx))
+    });
     Ok(job)
 }
 
@@ -314,9 +311,8 @@ fn refresh(e: &Engine, rel: &Relationship) -> Result<Attached> {
     let i = &*e.inner;
     drop_snapshot(i, rel).map_err(|e| Error::kernel("refresh snapshot", rel.id.clone(), e))?;
     Plan::new("refresh snapshot").run(|p| take_snapshot(i, rel, p))?;
-    if let Some(r) = i.rels.lock().unwrap().get_mut(&rel.id) {
-        r.when_synced = Some(relationship::now_secs());
-    }
+    i.rels
+        .update(&rel.id, |r| r.when_synced = Some(relationship::now_secs()));
     Ok(Attached {
         code: ReturnCode::Completed,
         job: None,
