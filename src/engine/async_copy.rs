@@ -30,19 +30,6 @@ impl Lifecycle for AsyncMirror {
         super::sync::modify_mirror(e, rel, op)
     }
 
-    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
-        relationship::teardown_mirror(i, rel)
-    }
-
-    fn live_state(
-        &self,
-        i: &Inner,
-        rel: &Relationship,
-        v: &mut RelationshipView,
-    ) -> Result<SyncState> {
-        relationship::mirror_state(i, rel, v)
-    }
-
     /// raid1 degrades by itself and keeps serving: nothing to follow.
     fn resume(&self, _e: &Engine, _rel: &Relationship) -> Result<()> {
         Ok(())

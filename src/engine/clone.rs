@@ -6,7 +6,7 @@
 
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::sync::start_mirror;
-use super::{Attached, Engine, Inner, Resolved};
+use super::{Attached, Engine, Resolved};
 use crate::cim::Operation;
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::{CopyType, RelationshipView, SyncState};
@@ -39,19 +39,6 @@ impl Lifecycle for FullCopy {
             op.value(),
             rel.id
         )))
-    }
-
-    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
-        relationship::teardown_mirror(i, rel)
-    }
-
-    fn live_state(
-        &self,
-        i: &Inner,
-        rel: &Relationship,
-        v: &mut RelationshipView,
-    ) -> Result<SyncState> {
-        relationship::mirror_state(i, rel, v)
     }
 
     /// A copy interrupted by a restart gets a new job that finishes it.

@@ -194,15 +194,19 @@ pub(crate) trait Lifecycle: Sync {
         force: bool,
     ) -> Result<Attached>;
     /// Detach, or the end of a copy: undo it in the kernel and forget it; the source's other
-    /// relationships stay exactly as they are.
-    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()>;
-    /// Its state, read from the kernel now.
+    /// relationships stay exactly as they are. (The mirror types' way unless overridden.)
+    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
+        teardown_mirror(i, rel)
+    }
+    /// Its state, read from the kernel now. (The mirror types' way unless overridden.)
     fn live_state(
         &self,
         i: &Inner,
         rel: &Relationship,
         v: &mut RelationshipView,
-    ) -> Result<SyncState>;
+    ) -> Result<SyncState> {
+        mirror_state(i, rel, v)
+    }
     /// The daemon (re)started and found it in the kernel: follow it again.
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()>;
     /// Whether its table takes the source's real device (see [`can_share_real`]).

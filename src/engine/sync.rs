@@ -5,10 +5,10 @@
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
-use super::{adopt, stack, Attached, Engine, Inner, Resolved};
+use super::{adopt, stack, Attached, Engine, Resolved};
 use crate::cim::Operation;
 use crate::error::{Error, Result, ReturnCode};
-use crate::service::{CopyType, RelationshipView, SyncState};
+use crate::service::CopyType;
 
 pub(crate) struct SyncMirror;
 
@@ -87,19 +87,6 @@ impl Lifecycle for SyncMirror {
         _force: bool,
     ) -> Result<Attached> {
         modify_mirror(e, rel, op)
-    }
-
-    fn teardown(&self, i: &Inner, rel: &Relationship) -> Result<()> {
-        relationship::teardown_mirror(i, rel)
-    }
-
-    fn live_state(
-        &self,
-        i: &Inner,
-        rel: &Relationship,
-        v: &mut RelationshipView,
-    ) -> Result<SyncState> {
-        relationship::mirror_state(i, rel, v)
     }
 
     /// A failed leg under a rediscovered mirror must be dropped as soon as it shows (the
