@@ -39,7 +39,12 @@ k=0
 while [ $k -lt $N ]; do lio_export "s$k" "$IQN2" "$k"; k=$((k + 1)); done
 on_initiator "iscsiadm -m discovery -t sendtargets -p $PORTAL >/dev/null"
 on_initiator "iscsiadm -m node -T $IQN2 -p $PORTAL --login >/dev/null" || fail "login to $IQN2"
-wait_for 60 '[ "$(on_initiator "iscsiadm -m session -P 3" | awk -v t="$IQN2" '"'"'$1 == "Target:" {c = $2} /Attached scsi disk/ && c == t {n++} END {print n + 0}'"'"')" -ge $N ]'
+luns_seen() { # disks the initiator has for IQN2
+  on_initiator "iscsiadm -m session -P 3" |
+    awk -v t="$IQN2" '$1 == "Target:" {c = $2} /Attached scsi disk/ && c == t {n++} END {print n + 0}'
+}
+wait_for 60 '[ "$(luns_seen)" -ge "$N" ]'
+check '[ "$(luns_seen)" -eq "$N" ]' "the initiator sees $N LUNs"
 SESS=$(on_initiator "iscsiadm -m session -P 3")
 bad=0
 k=0
