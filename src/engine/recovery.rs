@@ -157,20 +157,7 @@ fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16
             }
         }
     }
-    if others.is_empty() && i.dm.info(&shim)?.is_some() && i.dm.info(&real)?.is_some() {
-        let raw = adopt::raw_under(i, &real)?;
-        let len = crate::dm::table_length(&i.dm.table(&shim)?);
-        super::stack::collapse_if_unused(
-            i,
-            &super::stack::Stack {
-                shim: shim.clone(),
-                real: real.clone(),
-                raw,
-                sectors: len,
-            },
-            false,
-        )?;
-    }
+    // a stack left without relationships is taken down by the start-up that runs this
     Ok(())
 }
 

@@ -437,13 +437,7 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
     let (percent, synced, failed_leg, device, health) = match line.target_type.as_str() {
         "mirror" => {
             let s = MirrorStatus::parse(&line.params)?;
-            // the source's leg, or this relationship's own (another copy may share the mirror)
-            let leg = s.failed_legs().into_iter().find(|l| {
-                *l == 0
-                    || s.devices
-                        .get(*l)
-                        .is_some_and(|d| rel.tgt_raw.is_written_as(d))
-            });
+            let leg = failed_legs_of(&s, rel).first().copied();
             let dev = leg.and_then(|l| s.devices.get(l).cloned());
             (s.percent(), s.is_synced(), leg, dev, s.health)
         }
@@ -506,19 +500,24 @@ fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
     let st = i.dm.status(&rel.real)?;
     Ok(match st.first() {
         Some(l) if l.target_type == "mirror" => {
-            let s = MirrorStatus::parse(&l.params)?;
-            s.failed_legs()
-                .into_iter()
-                .filter(|l| {
-                    *l == 0
-                        || s.devices
-                            .get(*l)
-                            .is_some_and(|d| rel.tgt_raw.is_written_as(d))
-                })
-                .collect()
+            failed_legs_of(&MirrorStatus::parse(&l.params)?, rel)
         }
         _ => Vec::new(),
     })
+}
+
+/// The failed legs of a mirror that matter to `rel`: the source's (leg 0) and its own target's
+/// (another copy may share the mirror).
+fn failed_legs_of(s: &MirrorStatus, rel: &Relationship) -> Vec<usize> {
+    s.failed_legs()
+        .into_iter()
+        .filter(|l| {
+            *l == 0
+                || s.devices
+                    .get(*l)
+                    .is_some_and(|d| rel.tgt_raw.is_written_as(d))
+        })
+        .collect()
 }
 
 /// With the kernel lock held: a leg of the relationship's replicating table failed. Record the
