@@ -558,8 +558,16 @@ impl Engine {
 
     fn modify(&self, rel_id: &str, op: u16, force: bool) -> Result<Attached> {
         let i = &*self.inner;
-        let rel = i.named_relationship(rel_id)?;
-        let _claim = i.claim(&[rel.source.clone(), rel.target.clone()])?;
+        let named = i.named_relationship(rel_id)?;
+        let _claim = i.claim(&[named.source.clone(), named.target.clone()])?;
+        // Read again under the claim: another request may have ended or changed it between
+        // the lookup and the claim (and a stale copy would act on a stack that is gone).
+        let rel = i.relationship(&named.id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "relationship {} ended while this request waited for it",
+                named.id
+            ))
+        })?;
         if let Some(job) = rel.job.as_ref().and_then(|j| i.jobs.get(j)) {
             if !crate::service::JobState::is_final(job_state(&job)) {
                 return Err(Error::InUse(format!(
