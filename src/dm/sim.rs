@@ -1051,8 +1051,24 @@ impl State {
                 shown,
             })
             .collect();
-        if let Some(old) = self.devices.get(name).map(|d| &d.live) {
+        if let Some(old) = self.devices.get_mut(name).map(|d| &mut d.live) {
             let kept = cow_usage(old);
+            // a raid reloaded over the same metadata devices, with no rebuild and no nosync,
+            // carries on from what its superblocks record (here: the live table's progress)
+            for (new, old) in lives.iter_mut().zip(old.iter_mut()) {
+                if let (Target::Raid(n), Target::Raid(o)) = (&new.shown.target, &old.shown.target) {
+                    let metas = |r: &super::table::RaidParams| {
+                        r.devices.iter().map(|d| d.meta.clone()).collect::<Vec<_>>()
+                    };
+                    if !n.nosync
+                        && n.rebuild.is_empty()
+                        && metas(n) == metas(o)
+                        && n.devices.iter().all(|d| d.meta.is_some())
+                    {
+                        new.prog = std::mem::replace(&mut old.prog, Prog::None);
+                    }
+                }
+            }
             self.cow_data.extend(kept);
         }
         for l in &mut lives {

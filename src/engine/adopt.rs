@@ -84,9 +84,18 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<Devno> {
         }
     };
     // the kernel shows every device of a live table by its number
-    field
+    let devno: Devno = field
         .parse()
-        .map_err(|e| Error::Other(format!("device {shim}: {e}")))
+        .map_err(|e| Error::Other(format!("device {shim}: {e}")))?;
+    // a real device whose raid1 source leg is the copy device of a full copy: the disk is
+    // under that
+    if let Some(obj) = names::real_object(shim) {
+        let copy = names::copy(&obj)?;
+        if i.dm.info(&copy)?.is_some_and(|d| d.devno() == devno) {
+            return raw_under(i, &copy);
+        }
+    }
+    Ok(devno)
 }
 
 /// Whether a storage object whose device is `udev_path` runs on the block device `devno`.

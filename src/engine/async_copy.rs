@@ -103,7 +103,7 @@ fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
             p.last(|| i.zero_head(&name, meta))?;
             devnos.push(info.devno());
         }
-        let table = relationship::raid_table(i, &rel, [devnos[0], devnos[1]]);
+        let table = relationship::raid_table(i, &rel, [devnos[0], devnos[1]], rel.src_raw);
         let real = rel.real.clone();
         let linear = rel.stack().linear();
         p.step(

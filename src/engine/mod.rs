@@ -256,8 +256,9 @@ impl Inner {
             if let Some(r) = replicating.first().filter(|_| !shares) {
                 return Some(format!(
                     "source {s} is already replicated by relationship {} (CopyType {}); a \
-                     source has one mirror at a time, and a full copy only beside a Sync \
-                     mirror, beside any number of snapshots",
+                     source has one mirror (Sync or Async) and one running full copy at a \
+                     time, beside any number of snapshots, and an Async mirror is attached \
+                     before a full copy, not while one runs",
                     r.id,
                     r.copy_type.value()
                 ));

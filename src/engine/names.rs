@@ -6,6 +6,7 @@
 //! | a source's replicating device | `real-NAME` | linear / mirror / raid, under the source's snapshot-origin |
 //! | relationship record | `recCT-TARGET` | 1 sector `linear` over the target's raw device, 1 over the source's |
 //! | dm-raid metadata (Async) | `meta0-SOURCE`, `meta1-SOURCE` | linear over the target's tail |
+//! | a full copy beside an Async mirror | `copy-SOURCE` | mirror of the source's disk and the copy's, under the raid1's source leg |
 //!
 //! A target is in at most one relationship, so the record is named after it; a source may be
 //! in many.
@@ -58,6 +59,18 @@ pub fn is_old_record(name: &DmName) -> bool {
         .is_some_and(|(ct, _)| ct.parse::<u16>().is_ok())
 }
 
+/// The device a full copy of an Async-mirrored source replicates in: the raid1's source leg
+/// (see [`super::clone`]).
+pub fn copy(source: &str) -> Result<DmName> {
+    crate::names::validate_object_name(source)?;
+    DmName::new(&format!("copy-{source}"))
+}
+
+/// The storage object name of a source's copy device, or None.
+pub fn copy_object(name: &DmName) -> Option<String> {
+    name.suffix().strip_prefix("copy-").map(str::to_string)
+}
+
 pub fn meta(index: usize, source: &str) -> Result<DmName> {
     crate::names::validate_object_name(source)?;
     DmName::new(&format!("meta{index}-{source}"))
@@ -76,6 +89,9 @@ mod tests {
         let r = real("db-01").unwrap();
         assert_eq!(real_object(&r).as_deref(), Some("db-01"));
         assert_eq!(shim_object(&r), None);
+        let c = copy("db-01").unwrap();
+        assert_eq!(copy_object(&c).as_deref(), Some("db-01"));
+        assert_eq!(real_object(&c), None);
         assert_eq!(parse_tag(&t), Some((CopyType::UnSyncAssoc, "db-01".into())));
         let s = shim("db-01").unwrap();
         assert_eq!(shim_object(&s).as_deref(), Some("db-01"));
@@ -87,6 +103,7 @@ mod tests {
                 && tag(CopyType::Sync, &long).is_ok()
                 && meta(1, &long).is_ok()
                 && real(&long).is_ok()
+                && copy(&long).is_ok()
         );
         assert!(shim("../x").is_err());
     }

@@ -52,6 +52,9 @@ pub struct Relationship {
     pub src_shim: DmName,
     /// The source's real device (see [`super::stack`]): where mirror and raid tables live.
     pub real: DmName,
+    /// The device whose table replicates for this relationship: the real device, or for a
+    /// full copy beside an Async mirror the copy device under the raid1's source leg.
+    pub table_dev: DmName,
     pub tgt_shim: DmName,
     pub tag: DmName,
     /// The raw devices
@@ -89,6 +92,7 @@ impl Relationship {
             copy_type: ct,
             src_shim: src.shim.clone(),
             real: names::real(&src.so.name)?,
+            table_dev: names::real(&src.so.name)?,
             tgt_shim: tgt.shim.clone(),
             tag: names::tag(ct, &tgt.so.name)?,
             src_raw: src.raw,
@@ -315,18 +319,22 @@ pub(crate) fn replicating(i: &Inner, source_name: &str) -> Vec<Relationship> {
     v
 }
 
-/// Whether a relationship of copy type `new` can share the source's real device with one of
-/// type `old`: a Sync mirror and a full copy can (one mirror with a leg for each); raid1
-/// (Async) keeps the device for itself.
+/// Whether a relationship of copy type `new` can join one of type `old` on a source: a Sync
+/// mirror and a full copy share one mirror with a leg for each; a full copy added to an Async
+/// mirror replicates in a copy device under the raid1's source leg (see [`super::clone`]).
+/// The raid1 is not put over a running copy: that would restart the copy under it.
 pub(crate) fn can_share_real(old: CopyType, new: CopyType) -> bool {
     matches!(
         (old, new),
-        (CopyType::Sync, CopyType::UnSyncUnAssoc) | (CopyType::UnSyncUnAssoc, CopyType::Sync)
+        (CopyType::Sync, CopyType::UnSyncUnAssoc)
+            | (CopyType::UnSyncUnAssoc, CopyType::Sync)
+            | (CopyType::Async, CopyType::UnSyncUnAssoc)
     )
 }
 
 /// The real device's table for these relationships of one source: `linear` with none, the
 /// raid1 of an Async one, otherwise one `mirror` whose legs are the source then each target.
+/// A full copy in a copy device takes no leg here: the copy device replaces the source's disk.
 /// `nosync`: every leg already holds the source's data (a leg was just taken away from a mirror
 /// in sync).
 pub(crate) fn real_table(
@@ -335,32 +343,52 @@ pub(crate) fn real_table(
     rels: &[Relationship],
     nosync: bool,
 ) -> Result<Vec<TableLine>> {
-    match rels {
-        [] => Ok(st.linear()),
+    // a full copy replicating in a copy device below: that device stands for the source's disk
+    let (here, below): (Vec<&Relationship>, Vec<&Relationship>) =
+        rels.iter().partition(|r| r.table_dev == st.real);
+    let base = match below.first() {
+        Some(r) => i.devno(&r.table_dev)?,
+        None => st.raw,
+    };
+    match here.as_slice() {
+        [] => Ok(Inner::linear(base, st.sectors)),
         [r] if r.copy_type == CopyType::Async => {
             let [m0, m1] = r.meta_names()?;
-            Ok(raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?]))
+            Ok(raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?], base))
         }
         _ => {
-            let leg = |device: Devno| LinearParams {
-                device: device.to_string(),
-                offset: 0,
-            };
-            let legs = std::iter::once(leg(st.raw))
-                .chain(rels.iter().map(|r| leg(r.tgt_raw)))
-                .collect();
-            Ok(vec![TableLine::new(
-                Sectors(0),
-                st.sectors,
-                Target::Mirror(MirrorParams {
-                    region_size: i.opts.mirror_region,
-                    nosync,
-                    legs,
-                    handle_errors: true,
-                }),
-            )])
+            let targets: Vec<Devno> = here.iter().map(|r| r.tgt_raw).collect();
+            Ok(mirror_table(i, base, &targets, st.sectors, nosync))
         }
     }
+}
+
+/// A `mirror` of `sectors` whose first leg is `base` and whose other legs are `targets`,
+/// with `handle_errors` (see the module's notes).
+pub(crate) fn mirror_table(
+    i: &Inner,
+    base: Devno,
+    targets: &[Devno],
+    sectors: Sectors,
+    nosync: bool,
+) -> Vec<TableLine> {
+    let leg = |device: Devno| LinearParams {
+        device: device.to_string(),
+        offset: 0,
+    };
+    let legs = std::iter::once(leg(base))
+        .chain(targets.iter().map(|t| leg(*t)))
+        .collect();
+    vec![TableLine::new(
+        Sectors(0),
+        sectors,
+        Target::Mirror(MirrorParams {
+            region_size: i.opts.mirror_region,
+            nosync,
+            legs,
+            handle_errors: true,
+        }),
+    )]
 }
 
 /// The relationships of `rel`'s source that replicate in its real device, but `rel`.
@@ -385,7 +413,20 @@ fn table_without(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
 /// keep their priority.
 const RAID_MAX_RECOVERY_KIB: u64 = 4_000_000;
 
-pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [Devno; 2]) -> Vec<TableLine> {
+/// The raid1 of an Async relationship, its source leg on `base` (the source's disk, or the
+/// copy device over it).
+///
+/// No `rebuild`: the metadata devices say what each leg holds. Zeroed (a new relationship, a
+/// Resync) they make a new array, which md resynchronises in full, reading from the leg that
+/// is not write-mostly, the source; kept (a reload, a reboot) the array goes on from its
+/// superblocks and write-intent bitmap instead of copying everything again, as `rebuild 1`
+/// would make it.
+pub(crate) fn raid_table(
+    i: &Inner,
+    rel: &Relationship,
+    meta: [Devno; 2],
+    base: Devno,
+) -> Vec<TableLine> {
     let [m0, m1] = meta;
     vec![TableLine {
         start: Sectors(0),
@@ -393,14 +434,14 @@ pub(crate) fn raid_table(i: &Inner, rel: &Relationship, meta: [Devno; 2]) -> Vec
         target: Target::Raid(RaidParams {
             region_size: None,
             nosync: false,
-            rebuild: vec![1],
+            rebuild: Vec::new(),
             write_mostly: vec![1],
             max_write_behind: Some(i.opts.max_write_behind),
             max_recovery_rate: Some(RAID_MAX_RECOVERY_KIB),
             devices: vec![
                 RaidDevice {
                     meta: Some(m0.to_string()),
-                    data: rel.src_raw.to_string(),
+                    data: base.to_string(),
                 },
                 RaidDevice {
                     meta: Some(m1.to_string()),
@@ -429,10 +470,10 @@ pub(crate) struct Progress {
 }
 
 pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
-    let st = i.dm.status(&rel.real)?;
+    let st = i.dm.status(&rel.table_dev)?;
     let line = st
         .first()
-        .ok_or_else(|| Error::Other(format!("{} has no status", rel.real)))?;
+        .ok_or_else(|| Error::Other(format!("{} has no status", rel.table_dev)))?;
     // (percent, in sync, failed leg, leg's device, health) of a replicating table
     let (percent, synced, failed_leg, device, health) = match line.target_type.as_str() {
         "mirror" => {
@@ -474,21 +515,27 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
 /// Put `table` into the source's real device. Leaving a `mirror`, the suspend is `noflush`:
 /// writes the mirror holds for a failed leg are requeued to the new table instead of failing.
 pub(crate) fn swap_real(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
+    swap_replicating(i, &rel.real, table)
+}
+
+/// Put `table` into `dev`, which may hold a `mirror` (then suspended `noflush`, as in
+/// [`swap_real`]).
+pub(crate) fn swap_replicating(i: &Inner, dev: &DmName, table: &[TableLine]) -> Result<()> {
     let leaving_mirror = matches!(
-        i.dm.table(&rel.real)?.first().map(|l| &l.target),
+        i.dm.table(dev)?.first().map(|l| &l.target),
         Some(Target::Mirror(_))
     );
     if !leaving_mirror {
-        return i.swap_table(&rel.real, table);
+        return i.swap_table(dev, table);
     }
-    i.dm.suspend(&rel.real, true, i.opts.suspend_timeout)?;
-    if let Err(e) = i.dm.load(&rel.real, table) {
-        i.resume_after_failure(&rel.real);
+    i.dm.suspend(dev, true, i.opts.suspend_timeout)?;
+    if let Err(e) = i.dm.load(dev, table) {
+        i.resume_after_failure(dev);
         return Err(e);
     }
-    if let Err(e) = i.dm.resume(&rel.real) {
-        let _ = i.dm.clear(&rel.real);
-        i.resume_after_failure(&rel.real);
+    if let Err(e) = i.dm.resume(dev) {
+        let _ = i.dm.clear(dev);
+        i.resume_after_failure(dev);
         return Err(e);
     }
     Ok(())
@@ -497,7 +544,7 @@ pub(crate) fn swap_real(i: &Inner, rel: &Relationship, table: &[TableLine]) -> R
 /// The legs of the source's mirror that the kernel marks failed and that matter to `rel`: the
 /// source's, and its own (empty for other tables).
 fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
-    let st = i.dm.status(&rel.real)?;
+    let st = i.dm.status(&rel.table_dev)?;
     Ok(match st.first() {
         Some(l) if l.target_type == "mirror" => {
             failed_legs_of(&MirrorStatus::parse(&l.params)?, rel)
@@ -632,9 +679,10 @@ fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
             }
             let current = match event {
                 Some(ev) => ev,
-                None => i.dm.info(&rel.real)?.map(|d| d.event_nr).unwrap_or(0),
+                None => i.dm.info(&rel.table_dev)?.map(|d| d.event_nr).unwrap_or(0),
             };
-            let now = i.dm.wait_event(&rel.real, current, i.opts.poll_interval)?;
+            let now =
+                i.dm.wait_event(&rel.table_dev, current, i.opts.poll_interval)?;
             event = Some(now);
             Ok(Some(now != current))
         })();
@@ -732,14 +780,14 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
             };
             return Err(JobStop::Failed(Error::kernel(
                 "replicate",
-                rel.real.to_string(),
+                rel.table_dev.to_string(),
                 msg,
             )));
         }
         if !pr.replicating {
             return Err(JobStop::Failed(Error::Other(format!(
                 "{} no longer carries a replicating table",
-                rel.real
+                rel.table_dev
             ))));
         }
         if pr.synced {
@@ -759,20 +807,35 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         }
         let current = match event {
             Some(ev) => ev,
-            None => i.dm.info(&rel.real)?.map(|d| d.event_nr).unwrap_or(0),
+            None => i.dm.info(&rel.table_dev)?.map(|d| d.event_nr).unwrap_or(0),
         };
-        event = Some(i.dm.wait_event(&rel.real, current, i.opts.poll_interval)?);
+        event = Some(i.dm.wait_event(&rel.table_dev, current, i.opts.poll_interval)?);
     }
 }
 
-/// Undo a mirror-type relationship: its real device back on `linear` over the source's disk,
+/// Undo a mirror-type relationship: its real device back on what the source's other
+/// relationships need (`linear` over the source's disk when none), its copy device and
 /// metadata devices removed, then [`forget`]. Both storage objects stay adopted.
 pub(crate) fn teardown_mirror(i: &Inner, rel: &Relationship) -> Result<()> {
+    let below = rel.table_dev != rel.real && i.dm.info(&rel.table_dev)?.is_some();
+    if below {
+        // first the copy's mirror off the source's disk: it may hold writes for a failed
+        // leg, which a flushing suspend of the raid1 above would wait for
+        let linear = Inner::linear(rel.src_raw, rel.sectors);
+        if i.dm.table(&rel.table_dev)? != linear {
+            swap_replicating(i, &rel.table_dev, &linear)?;
+        }
+    }
     if i.dm.info(&rel.real)?.is_some() {
         let table = table_without(i, rel)?;
         if i.dm.table(&rel.real)? != table {
             swap_real(i, rel, &table)?;
         }
+    }
+    if below {
+        // nothing above reads it any more: the real device was just put back on the disk
+        i.dm.remove(&rel.table_dev)?;
+        info!(device = %rel.table_dev, relationship = %rel.id, "removed device");
     }
     for m in rel.lifecycle().metadata(rel)?.iter().rev() {
         if i.dm.info(m)?.is_some() {
@@ -969,6 +1032,13 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         Some(Target::Linear(_)) => span(i, &tgt_shim)?,
         _ => sectors_of_devno(tgt_raw).unwrap_or(sectors),
     };
+    let real = names::real(&src_name)?;
+    let copy = names::copy(&src_name)?;
+    let table_dev = if ct == CopyType::UnSyncUnAssoc && i.dm.info(&copy)?.is_some() {
+        copy
+    } else {
+        real.clone()
+    };
     Ok(Relationship {
         id: format!("{src_name}/{tgt_name}"),
         source: Element::existing(Plugin::Block, &src_name),
@@ -976,7 +1046,8 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         source_name: src_name.clone(),
         target_name: tgt_name.to_string(),
         copy_type: ct,
-        real: names::real(&src_name)?,
+        real,
+        table_dev,
         src_shim,
         tgt_shim,
         tag: record.clone(),
@@ -1020,6 +1091,18 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
 
 /// Take down every source stack no relationship uses.
 pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
+    // a copy device nothing reads any more (its copy split off, the removal interrupted)
+    for d in i.dm.list()? {
+        if names::copy_object(&d.name).is_none() || i.rels.any(|r| r.table_dev == d.name) {
+            continue;
+        }
+        if d.open_count == 0 {
+            i.dm.remove(&d.name)?;
+            info!(device = %d.name, "removed a copy device no relationship uses");
+        } else {
+            warn!(device = %d.name, "a copy device no relationship uses is still open; left as is");
+        }
+    }
     for d in i.dm.list()? {
         let Some(obj) = names::real_object(&d.name) else {
             continue;

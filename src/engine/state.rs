@@ -380,6 +380,7 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
                     match source_alone(&tables[name]) {
                         Some(t)
                             if names::real_object(name).is_some()
+                                || names::copy_object(name).is_some()
                                 || names::shim_object(name).is_some() =>
                         {
                             tables.insert(name, t);

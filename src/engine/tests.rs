@@ -7,7 +7,7 @@ use crate::configfs::fake::fake_tree;
 use crate::configfs::FsOps;
 use crate::dm::{SimDm, SimOp, SyncStep};
 use crate::names::Plugin;
-use crate::service::{JobState, Service};
+use crate::service::{JobState, Service, SyncState};
 use crate::testing::world::{fast_options, World, MB};
 use std::time::Duration;
 
@@ -417,6 +417,8 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
     assert!(t.contains("raid raid1"), "{t}");
     assert!(t.contains("write_mostly 1"), "{t}");
     assert!(t.contains("max_write_behind"), "{t}");
+    // zeroed metadata makes a new array, resynchronised in full from the source leg
+    assert!(!t.contains("rebuild"), "{t}");
     assert!(w
         .table_of("meta0-src")
         .contains(&format!("64 linear 8:16 {}", 64 * MB)));
@@ -1275,15 +1277,176 @@ fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
     assert!(rels
         .iter()
         .any(|v| v.instance_id == "src/tgt" && v.sync_state == 6));
-    // beside an Async mirror there is no room for a full copy
+}
+
+/// src exported, its Async mirror on tgt in sync and a snapshot s0; the copy's disk is d3.
+fn async_and_snapshot(w: &World) {
+    exported_pair(w);
+    snapshot_targets(w, 2);
+    let r = w.attach("block/src", "block/tgt", 2);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+}
+
+fn devno_of(w: &World, suffix: &str) -> Devno {
+    w.sim
+        .info(&DmName::new(suffix).unwrap())
+        .unwrap()
+        .unwrap_or_else(|| panic!("no device {suffix}"))
+        .devno()
+}
+
+const ASYNC_WORLD: [u64; 4] = [64 * MB, 65 * MB, 64 * MB, 64 * MB];
+
+#[test]
+fn a_clone_beside_an_async_mirror_copies_under_its_source_leg() {
+    let w = world(&ASYNC_WORLD);
+    async_and_snapshot(&w);
+    let raid = w.table_of("real-src");
+    let snap = w.table_of("so-s0");
+    assert!(raid.contains(" 8:0 "), "{raid}");
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/s1", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    // the copy device mirrors the source's disk onto the copy's; the raid1's source leg is on
+    // it, reloaded without a rebuild (the Async target is not copied again)
+    let copy = w.table_of("copy-src");
+    assert!(
+        copy.contains("mirror core 1 4096 2 8:0 0 8:48 0 1 handle_errors"),
+        "{copy}"
+    );
+    let moved = w.table_of("real-src");
+    assert!(!moved.contains("rebuild"), "{moved}");
+    let copy_dev = devno_of(&w, "copy-src").to_string();
+    assert_eq!(moved, raid.replace(" 8:0 ", &format!(" {copy_dev} ")),);
+    assert_eq!(w.table_of("so-s0"), snap);
+    let rels = w.rels();
+    let state = |id: &str| {
+        rels.iter()
+            .find(|v| v.instance_id == id)
+            .map(|v| v.sync_state)
+    };
+    assert_eq!(
+        state("src/tgt"),
+        Some(6),
+        "the Async mirror stays in sync: {rels:?}"
+    );
+    assert_eq!(
+        state("src/s1"),
+        Some(SyncState::CopyInProgress.value()),
+        "{rels:?}"
+    );
+    // the split: the raid1 back on the disk, the copy device gone, the others as they were
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.table_of("real-src"), raid);
+    assert!(w
+        .sim
+        .info(&DmName::new("copy-src").unwrap())
+        .unwrap()
+        .is_none());
+    assert_eq!(w.table_of("so-s0"), snap);
+    assert_eq!(
+        ids(&w.rels()),
+        vec!["src/s0".to_string(), "src/tgt".to_string()]
+    );
+    assert!(w
+        .rels()
+        .iter()
+        .all(|v| v.sync_state == 6 || v.copy_type == 4));
+}
+
+#[test]
+fn the_async_mirror_may_end_while_a_copy_runs_under_it_but_not_start_over_one() {
+    let w = world(&ASYNC_WORLD);
+    async_and_snapshot(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/s1", 5);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    // the Async mirror ends: the real device is linear over the copy device, which goes on
     assert_eq!(
         w.engine
             .modify_synchronization("src/tgt", 2, false)
             .return_value,
         0
     );
-    assert_eq!(w.attach("block/src", "block/tgt", 2).return_value, 4096);
-    assert_eq!(w.attach("block/src", "block/s2", 5).return_value, 6);
+    let copy_dev = devno_of(&w, "copy-src");
+    assert!(
+        w.table_of("real-src")
+            .contains(&format!("linear {copy_dev} 0")),
+        "{}",
+        w.table_of("real-src")
+    );
+    assert!(w
+        .sim
+        .info(&DmName::new("meta0-src").unwrap())
+        .unwrap()
+        .is_none());
+    // no raid1 over a running copy
+    let a = w.attach("block/src", "block/tgt", 2);
+    assert_eq!(a.return_value, 6, "{a:?}");
+    assert!(a.description.unwrap().contains("not while one runs"));
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
+    assert!(w
+        .sim
+        .info(&DmName::new("copy-src").unwrap())
+        .unwrap()
+        .is_none());
+    assert_eq!(ids(&w.rels()), vec!["src/s0".to_string()]);
+}
+
+#[test]
+fn rollback_clone_beside_an_async_mirror() {
+    rollback_at_every_step(&ASYNC_WORLD, async_and_snapshot, |w| {
+        w.attach("block/src", "block/s1", 5)
+    });
+}
+
+#[test]
+fn crash_during_a_clone_beside_an_async_mirror_is_rolled_back() {
+    let hit = crash_beside(
+        &ASYNC_WORLD,
+        async_and_snapshot,
+        |w| w.attach("block/src", "block/s1", 5),
+        |_, _| false,
+    );
+    assert!(hit >= 4, "only {hit} crash points reached");
+}
+
+#[test]
+fn a_copy_under_an_async_mirror_is_finished_by_a_new_daemon() {
+    let w = world(&ASYNC_WORLD);
+    async_and_snapshot(&w);
+    let raid = w.table_of("real-src");
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/s1", 5);
+    assert_eq!(r.return_value, 4096);
+    w.sim.fail_next(
+        SimOp::Status,
+        Some("copy-src"),
+        Error::Other("the daemon died".into()),
+    );
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 10);
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let rels = ids(&e2.relationships().unwrap());
+    assert_eq!(rels, ["src/s0", "src/s1", "src/tgt"]);
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert_eq!(ids(&e2.relationships().unwrap()), ["src/s0", "src/tgt"]);
+    assert!(w
+        .sim
+        .info(&DmName::new("copy-src").unwrap())
+        .unwrap()
+        .is_none());
+    assert_eq!(w.table_of("real-src"), raid);
 }
 
 /// src exported with a logged-in initiator; snapshots s0 and s1, s0 with 8 MiB changed.
