@@ -515,6 +515,24 @@ impl DmBackend for KernelDm {
         self.make_node(name, info.devno())
     }
 
+    fn sectors_written(&self, name: &DmName) -> Result<u64> {
+        let info = self
+            .info(name)?
+            .ok_or_else(|| Error::NotFound(format!("device {name}")))?;
+        let path = PathBuf::from(format!("/sys/dev/block/{}/stat", info.devno()));
+        let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        // the seventh field: sectors written (Documentation/block/stat.rst)
+        text.split_whitespace()
+            .nth(6)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "{}: no sectors-written field in {text:?}",
+                    path.display()
+                ))
+            })
+    }
+
     fn devno_of(&self, path: &Path) -> Result<Devno> {
         devno_of_path(path)
     }

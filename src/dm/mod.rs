@@ -159,6 +159,9 @@ pub trait DmBackend: Send + Sync {
     /// after a reboot (`/dev/mapper/NAME`, or a node of our own on hosts without udev), for
     /// LIO's `udev_path`.
     fn device_path(&self, name: &DmName) -> Result<PathBuf>;
+    /// Sectors written to one of our devices since it was created (the kernel's I/O
+    /// statistics); tells whether a fractured target was written behind the bitmap's back.
+    fn sectors_written(&self, name: &DmName) -> Result<u64>;
     /// The device number of any block device path (raw disks too).
     fn devno_of(&self, path: &std::path::Path) -> Result<Devno>;
     /// Size of a block device path (or of a regular file in the simulator).

@@ -252,6 +252,8 @@ struct State {
     calls: Vec<SimCall>,
     /// What each persistent COW store (`major:minor`) holds once no device shows it.
     cow_data: BTreeMap<String, u64>,
+    /// Sectors written to a device, as a test says ([`SimDm::add_sectors_written`]).
+    written: BTreeMap<String, u64>,
 }
 
 /// What a device reference resolves to.
@@ -467,6 +469,11 @@ impl SimDm {
             s.held.remove(&r.devno);
         }
         Ok(())
+    }
+
+    /// Count `sectors` more written to the device `name` (the simulator does no I/O).
+    pub fn add_sectors_written(&self, name: &DmName, sectors: u64) {
+        *self.lock().written.entry(name.to_string()).or_default() += sectors;
     }
 
     /// Every mutating call so far, in order.
@@ -1322,6 +1329,14 @@ impl DmBackend for SimDm {
 
     /// Returns at once: if the device's event number is already past `event_nr`, else after
     /// moving its syncs one step along (which may raise the event). Never sleeps.
+    fn sectors_written(&self, name: &DmName) -> Result<u64> {
+        let s = self.lock();
+        if !s.devices.contains_key(name.as_str()) {
+            return Err(kerr("stat", name.as_str(), ENXIO));
+        }
+        Ok(s.written.get(name.as_str()).copied().unwrap_or(0))
+    }
+
     fn wait_event(&self, name: &DmName, event_nr: u32, _timeout: Duration) -> Result<u32> {
         let mut s = self.lock();
         if let Some(e) = s.take_injected(SimOp::Wait, name.as_str()) {

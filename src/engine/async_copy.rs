@@ -62,6 +62,10 @@ impl Lifecycle for AsyncMirror {
     fn maintained(&self) -> bool {
         true
     }
+
+    fn tracks_changes(&self) -> bool {
+        true
+    }
 }
 
 fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {

@@ -72,6 +72,10 @@ pub struct Relationship {
     /// The watcher allowed to follow this relationship's mirror (0: none); a watcher whose
     /// token is no longer here stops.
     pub watch: u64,
+    /// Sectors written to the target's shim when a change-tracked Fracture was made; a
+    /// Resync copies only what the bitmap says when that count has not moved since. `None`
+    /// (not fractured so, or the daemon restarted since): Resync copies everything.
+    pub fracture_writes: Option<u64>,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -103,6 +107,7 @@ impl Relationship {
             when_synced: None,
             broken: None,
             watch: 0,
+            fracture_writes: None,
         })
     }
 
@@ -237,6 +242,11 @@ pub(crate) trait Lifecycle: Sync {
     }
     /// Whether the target is kept up to date (CIM SyncMaintained).
     fn maintained(&self) -> bool;
+    /// Whether a Fracture keeps a record of what changes afterwards, so that a Resync copies
+    /// only that (raid1's write-intent bitmap, the target leg left out as `- -`).
+    fn tracks_changes(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn lifecycle(ct: CopyType) -> &'static dyn Lifecycle {
@@ -354,7 +364,12 @@ pub(crate) fn real_table(
         [] => Ok(Inner::linear(base, st.sectors)),
         [r] if r.copy_type == CopyType::Async => {
             let [m0, m1] = r.meta_names()?;
-            Ok(raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?], base))
+            let mut t = raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?], base);
+            // a change-tracked fracture stays one while other relationships change the table
+            if raid_fractured(&i.dm.table(&st.real)?) {
+                leave_out_target_leg(&mut t);
+            }
+            Ok(t)
         }
         _ => {
             let targets: Vec<Devno> = here.iter().map(|r| r.tgt_raw).collect();
@@ -452,6 +467,26 @@ pub(crate) fn raid_table(
     }]
 }
 
+/// Whether a table is a raid1 whose target leg is left out (`- -`): a change-tracked
+/// fracture.
+pub(crate) fn raid_fractured(table: &[TableLine]) -> bool {
+    matches!(table.first().map(|l| &l.target),
+        Some(Target::Raid(r)) if r.devices.get(1).is_some_and(|d| d.data == "-"))
+}
+
+/// The raid1 `table` with its target leg left out: md keeps the source leg serving and sets
+/// the bitmap bit of every region written from then on.
+pub(crate) fn leave_out_target_leg(table: &mut [TableLine]) {
+    if let Some(Target::Raid(r)) = table.first_mut().map(|l| &mut l.target) {
+        if let Some(d) = r.devices.get_mut(1) {
+            *d = RaidDevice {
+                meta: None,
+                data: "-".into(),
+            };
+        }
+    }
+}
+
 pub(crate) fn register(i: &Inner, rel: Relationship) {
     info!(relationship = %rel.id, copy_type = ?rel.copy_type, "relationship recorded");
     i.rels.insert(rel);
@@ -484,6 +519,15 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
         }
         "raid" => {
             let s = RaidStatus::parse(&line.params)?;
+            if s.health.get(1) == Some(&'-') {
+                // the target leg left out: a change-tracked fracture
+                return Ok(Progress {
+                    percent: 0,
+                    synced: false,
+                    failed: None,
+                    replicating: false,
+                });
+            }
             let leg = s.health.iter().position(|c| *c == 'D');
             (s.percent(), s.is_synced(), leg, None, s.health)
         }
@@ -880,6 +924,18 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
             None => format!("relationship {} is already fractured", rel.id),
         }));
     }
+    if rel.lifecycle().tracks_changes() {
+        let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
+        leave_out_target_leg(&mut table);
+        let written = i.dm.sectors_written(&rel.tgt_shim)?;
+        swap_real(i, rel, &table)?;
+        i.rels.update(&rel.id, |r| {
+            r.when_synced = None;
+            r.fracture_writes = Some(written);
+        });
+        info!(relationship = %rel.id, device = %rel.real, "fractured: the target leg left out, the bitmap tracks what changes");
+        return Ok(());
+    }
     swap_real(i, rel, &table_without(i, rel)?)?;
     i.rels.update(&rel.id, |r| r.when_synced = None);
     info!(relationship = %rel.id, "fractured");
@@ -901,17 +957,38 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         )));
     }
     let marked = record_says_broken(&i.dm.table(&rel.tag)?);
-    let table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
+    let fractured_raid = raid_fractured(&i.dm.table(&rel.real)?);
+    // only what the bitmap says when nothing wrote to the target since the fracture
+    let tracked = fractured_raid
+        && !marked
+        && rel.fracture_writes.is_some()
+        && rel.fracture_writes == Some(i.dm.sectors_written(&rel.tgt_shim)?);
+    if fractured_raid && !tracked {
+        warn!(relationship = %rel.id, "the fractured target may have been written since the fracture (or the daemon restarted): copying everything");
+    }
+    let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
+    if fractured_raid {
+        // the target leg back in (real_table keeps a live fracture as it is)
+        let [m0, m1] = rel.meta_names()?;
+        let base = match &table.first().map(|l| &l.target) {
+            Some(Target::Raid(r)) => r.devices[0].data.parse()?,
+            _ => rel.src_raw,
+        };
+        table = raid_table(i, rel, [i.devno(&m0)?, i.devno(&m1)?], base);
+    }
     let linear = table_without(i, rel)?;
     Plan::new("resync").run(|p| {
-        if broken_in_place {
-            // the failed leg goes first (the kernel may be holding writes for it); the source
-            // alone on linear is where a broken relationship rests anyway, so no undo
+        if broken_in_place || (fractured_raid && !tracked) {
+            // the failed leg goes first (the kernel may be holding writes for it), or the
+            // raid1 lets go of its metadata before it is cleared; the source alone on linear
+            // is where a broken or fractured relationship rests anyway, so no undo
             p.last(|| swap_real(i, rel, &linear))?;
-            info!(relationship = %rel.id, device = %rel.real, "failed leg dropped before the resync");
+            info!(relationship = %rel.id, device = %rel.real, "source on linear before the resync");
         }
-        for m in rel.lifecycle().metadata(rel)? {
-            p.last(|| i.zero_head(&m, i.opts.raid_meta_sectors))?;
+        if !tracked {
+            for m in rel.lifecycle().metadata(rel)? {
+                p.last(|| i.zero_head(&m, i.opts.raid_meta_sectors))?;
+            }
         }
         if marked {
             p.step(
@@ -921,12 +998,17 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
             )?;
         }
         p.last(|| i.swap_table(&rel.real, &table))?;
-        info!(relationship = %rel.id, device = %rel.real, "replicating table loaded: full resync");
+        if tracked {
+            info!(relationship = %rel.id, device = %rel.real, "target leg back in the raid1: copying the regions changed since the fracture");
+        } else {
+            info!(relationship = %rel.id, device = %rel.real, "replicating table loaded: full resync");
+        }
         Ok(())
     })?;
     i.rels.update(&rel.id, |r| {
         r.broken = None;
         r.when_synced = None;
+        r.fracture_writes = None;
         // the job follows the mirror now; it starts a new watcher once in sync
         r.watch = 0;
     });
@@ -985,7 +1067,13 @@ pub(crate) fn mirror_state(
         return Ok(SyncState::Broken);
     }
     if !pr.replicating {
-        v.progress_status = Some("fractured: the target keeps the image of the fracture".into());
+        v.progress_status = Some(if raid_fractured(&i.dm.table(&rel.real)?) {
+            "fractured: the target keeps the image of the fracture; the bitmap tracks what \
+             changes, Resync copies only that (unless the target is written meanwhile)"
+                .into()
+        } else {
+            "fractured: the target keeps the image of the fracture".into()
+        });
         return Ok(SyncState::Fractured);
     }
     v.percent_synced = pr.percent;
@@ -1059,6 +1147,7 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         when_synced: None,
         broken,
         watch: 0,
+        fracture_writes: None,
     })
 }
 

@@ -547,6 +547,115 @@ fn fracture_and_resync() {
     );
 }
 
+/// The tables loaded into `real-src` since the calls were last cleared.
+fn real_loads(w: &World) -> Vec<String> {
+    w.sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.ok && (c.op == SimOp::Load) && c.name.ends_with("real-src"))
+        .map(|c| c.detail)
+        .collect()
+}
+
+#[test]
+fn an_async_fracture_tracks_changes_and_its_resync_copies_only_them() {
+    let w = world(&[64 * MB, 65 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 2);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    let full = w.table_of("real-src");
+    assert_eq!(
+        w.engine
+            .modify_synchronization("src/tgt", 3, false)
+            .return_value,
+        0
+    );
+    // the target leg left out: md keeps the source serving, the bitmap marks what changes
+    let fractured = w.table_of("real-src");
+    assert!(fractured.ends_with(" 8:0 - -"), "{fractured}");
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, SyncState::Fractured.value(), "{v:?}");
+    assert!(
+        v.progress_status.as_deref().unwrap().contains("bitmap"),
+        "{v:?}"
+    );
+    assert_eq!(
+        w.engine
+            .modify_synchronization("src/tgt", 3, false)
+            .return_value,
+        5
+    );
+    // Resync: the leg back in, the metadata kept (no linear in between, no rebuild)
+    w.sim.clear_calls();
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    let loads = real_loads(&w);
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert!(
+        loads[0].contains("raid raid1") && !loads[0].contains("rebuild"),
+        "{loads:?}"
+    );
+    assert_eq!(w.table_of("real-src"), full);
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.rels()[0].sync_state, 6);
+
+    // a target written while fractured: everything is copied again, from new metadata
+    assert_eq!(
+        w.engine
+            .modify_synchronization("src/tgt", 3, false)
+            .return_value,
+        0
+    );
+    w.sim
+        .add_sectors_written(&DmName::new("so-tgt").unwrap(), 8);
+    w.sim.clear_calls();
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    let loads = real_loads(&w);
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert!(
+        loads[0].contains(" linear 8:0 0"),
+        "the raid1 lets go of its metadata first: {loads:?}"
+    );
+    assert_eq!(w.table_of("real-src"), full);
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+
+    // a new daemon does not know what was written meanwhile: a full copy too
+    assert_eq!(
+        w.engine
+            .modify_synchronization("src/tgt", 3, false)
+            .return_value,
+        0
+    );
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let rels = e2.relationships().unwrap();
+    assert_eq!(rels[0].sync_state, SyncState::Fractured.value(), "{rels:?}");
+    w.sim.clear_calls();
+    let m = e2.modify_synchronization("src/tgt", 4, false);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert_eq!(real_loads(&w).len(), 2);
+    // Detach of a fractured one: the source back on its disk, the metadata gone
+    let j = e2
+        .jobs()
+        .wait(m.job.as_ref().unwrap(), Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert_eq!(
+        e2.modify_synchronization("src/tgt", 3, false).return_value,
+        0
+    );
+    assert_eq!(
+        e2.modify_synchronization("src/tgt", 2, false).return_value,
+        0
+    );
+    assert!(w.table_of("so-src").contains("linear 8:0 0"));
+    assert!(w
+        .sim
+        .info(&DmName::new("meta0-src").unwrap())
+        .unwrap()
+        .is_none());
+}
+
 #[test]
 fn relationships_are_rediscovered_by_a_new_daemon() {
     let w = world(&[64 * MB, 64 * MB, 64 * MB, 64 * MB]);
