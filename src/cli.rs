@@ -674,12 +674,15 @@ fn relationships_table(rels: &[RelationshipView]) -> String {
                 copy_type_name(r.copy_type),
                 r.sync_state_name.clone(),
                 r.percent_synced.to_string(),
+                if r.change_tracking { "yes" } else { "no" }.into(),
                 note.join("; "),
             ]
         })
         .collect();
     table(
-        &["ID", "SOURCE", "TARGET", "TYPE", "STATE", "%", "NOTE"],
+        &[
+            "ID", "SOURCE", "TARGET", "TYPE", "STATE", "%", "TRACKED", "NOTE",
+        ],
         rows,
     )
 }

@@ -105,6 +105,9 @@ pub struct RelationshipView {
     pub cow_total_sectors: Option<u64>,
     /// Async only: the most writes the replica may be behind (dm-raid max_write_behind).
     pub max_lag_writes: Option<u32>,
+    /// Whether changes made while fractured are tracked, so that Resync copies only them
+    /// (Async: raid1's write-intent bitmap); false: Resync copies everything.
+    pub change_tracking: bool,
 }
 
 /// A storage object (backstore) with what the daemon knows of it.

@@ -275,11 +275,14 @@ fn relationships_storage_objects_and_modify() {
     let o = run(&t.socket, &["relationships"]);
     assert_eq!(status(&o), 0);
     let out = stdout(&o);
-    for col in ["ID", "SOURCE", "TARGET", "TYPE", "STATE", "%", "NOTE"] {
+    for col in [
+        "ID", "SOURCE", "TARGET", "TYPE", "STATE", "%", "TRACKED", "NOTE",
+    ] {
         assert!(out.lines().next().unwrap().contains(col), "{out}");
     }
+    let row = out.lines().nth(1).unwrap();
     assert!(
-        out.contains("Synchronized") && out.contains("lag ≤ 256 writes"),
+        row.contains("Synchronized") && row.contains(" yes ") && row.contains("lag ≤ 256 writes"),
         "{out}"
     );
 

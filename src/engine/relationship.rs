@@ -1037,6 +1037,7 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
         cow_used_sectors: None,
         cow_total_sectors: None,
         max_lag_writes: None,
+        change_tracking: lc.tracks_changes(),
     };
     let state = match lc.live_state(i, rel, &mut v) {
         Ok(s) => s,

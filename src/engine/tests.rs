@@ -515,6 +515,10 @@ fn fracture_and_resync() {
         0
     );
     assert_eq!(w.rels()[0].sync_state, 13);
+    assert!(
+        !w.rels()[0].change_tracking,
+        "a Sync mirror keeps no change log"
+    );
     assert!(w.table_of("real-src").contains("linear"));
     // fracturing twice is invalid
     assert_eq!(
@@ -575,6 +579,7 @@ fn an_async_fracture_tracks_changes_and_its_resync_copies_only_them() {
     assert!(fractured.ends_with(" 8:0 - -"), "{fractured}");
     let v = &w.rels()[0];
     assert_eq!(v.sync_state, SyncState::Fractured.value(), "{v:?}");
+    assert!(v.change_tracking);
     assert!(
         v.progress_status.as_deref().unwrap().contains("bitmap"),
         "{v:?}"

@@ -189,6 +189,7 @@ impl Service for Mock {
             cow_used_sectors: None,
             cow_total_sectors: None,
             max_lag_writes: Some(256),
+            change_tracking: true,
         }])
     }
 

@@ -27,6 +27,7 @@ check '[ $? -eq 0 ]' "fracture exits 0"
 check 'real_table src | grep -q " - -$"' "the target leg is left out of the raid1: $(real_table src)"
 check 'lr --json relationships | grep -q "\"SyncState\": 13"' "relationship Fractured (13)"
 check 'lr relationships | grep -q bitmap' "the relationship says changes are tracked: $(lr relationships)"
+check 'lr --json relationships | grep -q "\"ChangeTracking\": true"' "ChangeTracking true in the API"
 IMAGE=$(md5dev "$TGT" "$SMB")
 fill_random "$SD" 1 60                           # the initiator rewrites 1 % of the source
 sleep 2
