@@ -247,6 +247,17 @@ pub(crate) trait Lifecycle: Sync {
     fn tracks_changes(&self) -> bool {
         false
     }
+    /// With the kernel lock held: the source's leg of its mirror failed (and no other copy
+    /// shares the mirror). Returns the reason once handled; `None` leaves the mirror as the
+    /// kernel keeps it.
+    fn source_leg_failed(
+        &self,
+        _i: &Inner,
+        _rel: &Relationship,
+        _why: &str,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 pub(crate) fn lifecycle(ct: CopyType) -> &'static dyn Lifecycle {
@@ -297,7 +308,7 @@ fn record_says_broken(table: &[TableLine]) -> bool {
 }
 
 /// Mark the record broken (or whole again).
-fn mark_record(i: &Inner, rel: &Relationship, broken: bool) -> Result<()> {
+pub(crate) fn mark_record(i: &Inner, rel: &Relationship, broken: bool) -> Result<()> {
     i.swap_table(&rel.tag, &record_table(rel, broken))?;
     info!(device = %rel.tag, relationship = %rel.id, broken, "relationship record marked");
     Ok(())
@@ -627,6 +638,12 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
             .update(rel_id, |r| r.broken = Some(reason.to_string()));
     };
     let legs = failed_mirror_legs(i, &rel)?;
+    if legs.contains(&0) && others(i, &rel).is_empty() {
+        if let Some(reason) = rel.lifecycle().source_leg_failed(i, &rel, &why)? {
+            warn!(relationship = %rel.id, reason = %reason, "relationship broken");
+            return Ok(Some(reason));
+        }
+    }
     if legs.is_empty() || legs.contains(&0) {
         // raid1 degrades by itself and keeps serving; a failed source leg of a mirror is not
         // repaired here (the mirror serves from the leg that is left)
@@ -948,6 +965,13 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
 /// afresh (every region copied again) and the broken mark is cleared.
 pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     let i = &*e.inner;
+    if rel.src_raw == rel.tgt_raw {
+        return Err(Error::Invalid(format!(
+            "relationship {} cannot be resynchronised: its source's disk failed and the LUN \
+             runs on the target's disk {}; Detach it, then attach a new target",
+            rel.id, rel.tgt_raw
+        )));
+    }
     let pr = progress(i, rel)?;
     let broken_in_place = pr.replicating && pr.failed.is_some();
     if pr.replicating && !broken_in_place {

@@ -1,14 +1,17 @@
 //! CopyType 3 Sync: the source's real device becomes a dm `mirror` with the source leg first
 //! and `handle_errors`; a write completes only when both legs have it. A job follows the
 //! initial resync from the kernel's in-sync region count; the relationship stays
-//! Synchronized after, and a watcher drops a target leg the kernel marks failed.
+//! Synchronized after, and a watcher drops a target leg the kernel marks failed. A failed
+//! source leg moves the LUN onto the target's disk when the target is whole.
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
-use super::{adopt, stack, Attached, Engine, Resolved};
+use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
+use crate::dm::{MirrorStatus, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::CopyType;
+use tracing::info;
 
 pub(crate) struct SyncMirror;
 
@@ -89,6 +92,18 @@ impl Lifecycle for SyncMirror {
         modify_mirror(e, rel, op)
     }
 
+    /// The source's disk failed. With the target in sync the LUN moves onto the target's
+    /// disk; during the initial copy it gets the failed disk's errors at once instead of
+    /// writes held by the mirror (see [`source_failed`]).
+    fn source_leg_failed(
+        &self,
+        i: &Inner,
+        rel: &Relationship,
+        why: &str,
+    ) -> Result<Option<String>> {
+        source_failed(i, rel, why).map(Some)
+    }
+
     /// A failed leg under a rediscovered mirror must be dropped as soon as it shows (the
     /// kernel holds its writes meanwhile).
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
@@ -108,4 +123,65 @@ impl Lifecycle for SyncMirror {
     fn maintained(&self) -> bool {
         true
     }
+}
+
+/// The source leg of a lone Sync mirror failed; the mirror holds every write until its table
+/// is reloaded.
+///
+/// Target in sync (seen so by its job, its leg healthy): the real device goes onto the target's
+/// disk with a `noflush` suspend, so the held writes complete there and the LUN keeps its
+/// identity; the target's own shim gets an `error` table (the disk now serves the source's
+/// LUN, nothing else may write it); every relationship of the source records the target's
+/// disk as the source's. Otherwise the target is incomplete: the real device goes back on the
+/// failed disk, whose errors reach the initiator at once.
+pub(crate) fn source_failed(i: &Inner, rel: &Relationship, why: &str) -> Result<String> {
+    // Whole: its job saw every region in sync (the kernel's count drops as soon as writes
+    // fail on the source leg, so it cannot tell afterwards) and its leg is healthy. After a
+    // daemon restart that is not known: the conservative way is taken.
+    let st = i.dm.status(&rel.real)?;
+    let target_whole = rel.when_synced.is_some()
+        && match st.first() {
+            Some(l) if l.target_type == "mirror" => {
+                let m = MirrorStatus::parse(&l.params)?;
+                let leg = m.devices.iter().position(|d| rel.tgt_raw.is_written_as(d));
+                leg.is_some_and(|l| m.health.get(l) == Some(&'A'))
+            }
+            _ => false,
+        };
+    if !target_whole {
+        let reason = format!(
+            "{why}; the source's disk failed during the initial copy: the target is incomplete \
+             and not used, the LUN returns the failed disk's I/O errors"
+        );
+        i.rels.update(&rel.id, |r| r.broken = Some(reason.clone()));
+        relationship::swap_real(i, rel, &Inner::linear(rel.src_raw, rel.sectors))?;
+        relationship::mark_record(i, rel, true)?;
+        info!(relationship = %rel.id, device = %rel.real, disk = %rel.src_raw, "source leg failed during the copy: the source is on its failed disk alone");
+        return Ok(reason);
+    }
+    let reason = format!(
+        "{why}; the source's disk failed: the LUN now runs on the target's disk {} (the \
+         target's own backstore is fenced with an error table); Detach, then attach a new \
+         target to have a copy again",
+        rel.tgt_raw
+    );
+    i.rels.update(&rel.id, |r| r.broken = Some(reason.clone()));
+    relationship::swap_real(i, rel, &Inner::linear(rel.tgt_raw, rel.sectors))?;
+    info!(relationship = %rel.id, device = %rel.real, disk = %rel.tgt_raw, "source leg failed: the source now runs on the target's disk");
+    let fence = vec![TableLine::new(
+        Sectors(0),
+        rel.target_sectors,
+        Target::Error,
+    )];
+    i.swap_table(&rel.tgt_shim, &fence)?;
+    info!(device = %rel.tgt_shim, "target fenced: its disk serves the source's LUN");
+    for other in i.relationships_of(&rel.source) {
+        i.rels.update(&other.id, |r| r.src_raw = rel.tgt_raw);
+        let moved = Relationship {
+            src_raw: rel.tgt_raw,
+            ..other.clone()
+        };
+        relationship::mark_record(i, &moved, other.id == rel.id || other.broken.is_some())?;
+    }
+    Ok(reason)
 }

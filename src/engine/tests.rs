@@ -800,6 +800,8 @@ const CRASH_POINTS: &[&str] = &[
     "create lio-replica-v1-real",
     "create lio-replica-v1-meta0",
     "create lio-replica-v1-meta1",
+    "create lio-replica-v1-copy",
+    "move the raid1 source leg",
     "load mirror",
     "load raid1",
     "suspend ",
@@ -896,6 +898,101 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[test]
+fn a_source_disk_failing_after_the_sync_moves_the_lun_onto_the_target_disk() {
+    let w = world(&[64 * MB, 64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.iblock("s0", 2);
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.attach("block/src", "block/s0", 4).return_value, 0);
+    let so_before = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
+        .unwrap();
+    eventually("the LUN on the target's disk", || {
+        w.table_of("real-src").contains("linear 8:16 0")
+    });
+    // the target's own backstore can no longer write the disk that serves the source
+    assert!(
+        w.table_of("so-tgt").contains(" error"),
+        "{}",
+        w.table_of("so-tgt")
+    );
+    let rels = w.rels();
+    let v = rels.iter().find(|v| v.instance_id == "src/tgt").unwrap();
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    let why = v.progress_status.as_deref().unwrap();
+    assert!(why.contains("runs on the target's disk 8:16"), "{why}");
+    // every record of the source names the target's disk as the source's now
+    assert!(
+        w.table_of("rec3-tgt").contains("1 1 linear 8:16 0"),
+        "{}",
+        w.table_of("rec3-tgt")
+    );
+    assert!(w.table_of("rec3-tgt").contains("error"));
+    assert!(
+        w.table_of("rec4-s0").contains("1 1 linear 8:16 0"),
+        "{}",
+        w.table_of("rec4-s0")
+    );
+    // same storage object, same identity
+    let so = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
+    assert_eq!((so.enabled, &so.wwn), (true, &so_before.wwn));
+    let m = w.engine.modify_synchronization("src/tgt", 4, false);
+    assert_eq!(m.return_value, 5, "{m:?}");
+    assert!(m.description.unwrap().contains("attach a new target"));
+    // a new daemon finds both relationships as they are
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let rels = e2.relationships().unwrap();
+    assert_eq!(ids(&rels), ["src/s0", "src/tgt"]);
+    assert!(rels
+        .iter()
+        .any(|v| v.instance_id == "src/tgt" && v.sync_state == 12));
+    drop(e2);
+    // the relationships end; the source stays on the disk that has its data
+    for id in ["src/tgt", "src/s0"] {
+        assert_eq!(
+            w.engine.modify_synchronization(id, 2, false).return_value,
+            0
+        );
+    }
+    assert!(
+        w.table_of("so-src").contains("linear 8:16 0"),
+        "{}",
+        w.table_of("so-src")
+    );
+}
+
+#[test]
+fn a_source_disk_failing_during_the_initial_copy_fails_io_at_once() {
+    let w = world(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(r.return_value, 4096);
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    // no mirror left to hold the writes: the failed disk answers them
+    assert!(w.table_of("real-src").contains("linear 8:0 0"));
+    assert!(
+        w.table_of("so-tgt").contains("linear 8:16 0"),
+        "the target is left alone"
+    );
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    assert!(
+        v.progress_status
+            .as_deref()
+            .unwrap()
+            .contains("during the initial copy"),
+        "{v:?}"
+    );
 }
 
 #[test]
