@@ -3,7 +3,8 @@
 # logged in to the source; with the initiator logged out, the source returns to the snapshot's
 # moment (snapshot-merge, followed by a job) while its other snapshot keeps its own image; read
 # again through the LUN after logging in. Then a forced restore under a live writer: 0 I/O
-# errors, the writer's data intact, the rest of the source back at the snapshot's moment.
+# errors (the one write in flight at the switch may read back the snapshot's data), the
+# writer's data intact, the rest of the source back at the snapshot's moment.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -61,7 +62,16 @@ wait_for 120 '! lr --json relationships | grep -q "src/s2"'
 check '! lr --json relationships | grep -q "src/s2"' "... and ends"
 sleep 2
 io_stop
-check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator during the forced restore"
+# A write just before the switch to the merge, read back just after it, shows the snapshot's
+# data: that is what a forced Restore does to the LUN under the initiator. Only the one
+# write in flight at the switch can; a failed write or read (an empty read) is an I/O error.
+EMPTY=d41d8cd98f00b204e9800998ecf8427e
+io_error_lines > /tmp/io-errors
+cat /tmp/io-errors >&9
+FAILED_IO=$(grep -c -e " failed" -e "reads back $EMPTY" /tmp/io-errors)
+REVERTED=$(grep "reads back" /tmp/io-errors | grep -vc "reads back $EMPTY")
+check '[ "$FAILED_IO" -eq 0 ]' "no I/O error at the initiator during the forced restore"
+check '[ "$REVERTED" -le 1 ]' "at most the write in flight at the switch reads back the snapshot's data ($REVERTED)"
 check 'io_verify "$SRC"' "the writer's slots hold what it wrote last"
 check '[ "$(region "$SRC")" = "$H1" ]' "the region is back at s2's moment"
 check 'shim_table src | grep -q " linear "' "no relationship left: the source is on its disk again"

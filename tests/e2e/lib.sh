@@ -390,6 +390,9 @@ io_iterations() { on_initiator "cat $E2E_IO_DIR/iter 2>/dev/null || echo 0"; }
 # io_errors: number of write/read/verify errors the writer recorded
 io_errors() { on_initiator "cat $E2E_IO_DIR/errors 2>/dev/null | wc -l" | tr -d ' '; }
 
+# io_error_lines: what the writer recorded, a line per error
+io_error_lines() { on_initiator "cat $E2E_IO_DIR/errors 2>/dev/null"; }
+
 # io_stop: stop the writer and wait for it; logs its iteration and error counts
 io_stop() {
   [ -n "${_e2e_io_pid:-}" ] || { fail "io_stop: no writer running"; return 1; }
