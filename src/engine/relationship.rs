@@ -248,13 +248,14 @@ pub(crate) trait Lifecycle: Sync {
         false
     }
     /// With the kernel lock held: the source's leg of its mirror failed (and no other copy
-    /// shares the mirror). Returns the reason once handled; `None` leaves the mirror as the
-    /// kernel keeps it.
+    /// shares the mirror); `target_healthy`: the kernel marks the target's leg healthy.
+    /// Returns the reason once handled; `None` leaves the mirror as the kernel keeps it.
     fn source_leg_failed(
         &self,
         _i: &Inner,
         _rel: &Relationship,
         _why: &str,
+        _target_healthy: bool,
     ) -> Result<Option<String>> {
         Ok(None)
     }
@@ -488,12 +489,32 @@ pub(crate) fn raid_fractured(table: &[TableLine]) -> bool {
 /// The raid1 `table` with its target leg left out: md keeps the source leg serving and sets
 /// the bitmap bit of every region written from then on.
 pub(crate) fn leave_out_target_leg(table: &mut [TableLine]) {
+    set_target_leg(
+        table,
+        RaidDevice {
+            meta: None,
+            data: "-".into(),
+        },
+    );
+}
+
+/// The raid1 `table` of `rel` with its target leg (metadata and disk) in again.
+fn put_back_target_leg(i: &Inner, rel: &Relationship, table: &mut [TableLine]) -> Result<()> {
+    let [_, m1] = rel.meta_names()?;
+    set_target_leg(
+        table,
+        RaidDevice {
+            meta: Some(i.devno(&m1)?.to_string()),
+            data: rel.tgt_raw.to_string(),
+        },
+    );
+    Ok(())
+}
+
+fn set_target_leg(table: &mut [TableLine], leg: RaidDevice) {
     if let Some(Target::Raid(r)) = table.first_mut().map(|l| &mut l.target) {
         if let Some(d) = r.devices.get_mut(1) {
-            *d = RaidDevice {
-                meta: None,
-                data: "-".into(),
-            };
+            *d = leg;
         }
     }
 }
@@ -638,8 +659,14 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
             .update(rel_id, |r| r.broken = Some(reason.to_string()));
     };
     let legs = failed_mirror_legs(i, &rel)?;
-    if legs.contains(&0) && others(i, &rel).is_empty() {
-        if let Some(reason) = rel.lifecycle().source_leg_failed(i, &rel, &why)? {
+    let rest = others(i, &rel);
+    if legs.contains(&0) && rest.is_empty() {
+        // (legs holds the source's leg and this relationship's own, nothing else)
+        let target_healthy = legs.len() == 1;
+        if let Some(reason) = rel
+            .lifecycle()
+            .source_leg_failed(i, &rel, &why, target_healthy)?
+        {
             warn!(relationship = %rel.id, reason = %reason, "relationship broken");
             return Ok(Some(reason));
         }
@@ -656,7 +683,6 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
         set_broken(&reason);
         return Ok(Some(reason));
     }
-    let rest = others(i, &rel);
     let reason = if rest.is_empty() {
         format!(
             "{why}; the failed target leg was dropped, the source is served alone \
@@ -941,21 +967,20 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
             None => format!("relationship {} is already fractured", rel.id),
         }));
     }
-    if rel.lifecycle().tracks_changes() {
+    // tracking: the target leg left out of the raid1, its bitmap marks what changes
+    let (table, written) = if rel.lifecycle().tracks_changes() {
         let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
         leave_out_target_leg(&mut table);
-        let written = i.dm.sectors_written(&rel.tgt_shim)?;
-        swap_real(i, rel, &table)?;
-        i.rels.update(&rel.id, |r| {
-            r.when_synced = None;
-            r.fracture_writes = Some(written);
-        });
-        info!(relationship = %rel.id, device = %rel.real, "fractured: the target leg left out, the bitmap tracks what changes");
-        return Ok(());
-    }
-    swap_real(i, rel, &table_without(i, rel)?)?;
-    i.rels.update(&rel.id, |r| r.when_synced = None);
-    info!(relationship = %rel.id, "fractured");
+        (table, Some(i.dm.sectors_written(&rel.tgt_shim)?))
+    } else {
+        (table_without(i, rel)?, None)
+    };
+    swap_real(i, rel, &table)?;
+    i.rels.update(&rel.id, |r| {
+        r.when_synced = None;
+        r.fracture_writes = written;
+    });
+    info!(relationship = %rel.id, device = %rel.real, tracked = written.is_some(), "fractured");
     Ok(())
 }
 
@@ -992,13 +1017,8 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     }
     let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
     if fractured_raid {
-        // the target leg back in (real_table keeps a live fracture as it is)
-        let [m0, m1] = rel.meta_names()?;
-        let base = match &table.first().map(|l| &l.target) {
-            Some(Target::Raid(r)) => r.devices[0].data.parse()?,
-            _ => rel.src_raw,
-        };
-        table = raid_table(i, rel, [i.devno(&m0)?, i.devno(&m1)?], base);
+        // real_table keeps a live fracture as it is
+        put_back_target_leg(i, rel, &mut table)?;
     }
     let linear = table_without(i, rel)?;
     Plan::new("resync").run(|p| {
@@ -1205,8 +1225,9 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
 
 /// Take down every source stack no relationship uses.
 pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
+    let devices = i.dm.list()?;
     // a copy device nothing reads any more (its copy split off, the removal interrupted)
-    for d in i.dm.list()? {
+    for d in &devices {
         if names::copy_object(&d.name).is_none() || i.rels.any(|r| r.table_dev == d.name) {
             continue;
         }
@@ -1217,7 +1238,8 @@ pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
             warn!(device = %d.name, "a copy device no relationship uses is still open; left as is");
         }
     }
-    for d in i.dm.list()? {
+    // (removing a copy device changes no real device: the same listing serves)
+    for d in &devices {
         let Some(obj) = names::real_object(&d.name) else {
             continue;
         };

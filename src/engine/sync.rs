@@ -8,7 +8,7 @@ use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
-use crate::dm::{MirrorStatus, Sectors, TableLine, Target};
+use crate::dm::{Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::CopyType;
 use tracing::info;
@@ -100,8 +100,9 @@ impl Lifecycle for SyncMirror {
         i: &Inner,
         rel: &Relationship,
         why: &str,
+        target_healthy: bool,
     ) -> Result<Option<String>> {
-        source_failed(i, rel, why).map(Some)
+        source_failed(i, rel, why, target_healthy).map(Some)
     }
 
     /// A failed leg under a rediscovered mirror must be dropped as soon as it shows (the
@@ -134,20 +135,16 @@ impl Lifecycle for SyncMirror {
 /// LUN, nothing else may write it); every relationship of the source records the target's
 /// disk as the source's. Otherwise the target is incomplete: the real device goes back on the
 /// failed disk, whose errors reach the initiator at once.
-pub(crate) fn source_failed(i: &Inner, rel: &Relationship, why: &str) -> Result<String> {
+pub(crate) fn source_failed(
+    i: &Inner,
+    rel: &Relationship,
+    why: &str,
+    target_healthy: bool,
+) -> Result<String> {
     // Whole: its job saw every region in sync (the kernel's count drops as soon as writes
     // fail on the source leg, so it cannot tell afterwards) and its leg is healthy. After a
     // daemon restart that is not known: the conservative way is taken.
-    let st = i.dm.status(&rel.real)?;
-    let target_whole = rel.when_synced.is_some()
-        && match st.first() {
-            Some(l) if l.target_type == "mirror" => {
-                let m = MirrorStatus::parse(&l.params)?;
-                let leg = m.devices.iter().position(|d| rel.tgt_raw.is_written_as(d));
-                leg.is_some_and(|l| m.health.get(l) == Some(&'A'))
-            }
-            _ => false,
-        };
+    let target_whole = rel.when_synced.is_some() && target_healthy;
     if !target_whole {
         let reason = format!(
             "{why}; the source's disk failed during the initial copy: the target is incomplete \

@@ -15,6 +15,16 @@ FULL=$((SMB * 2048))
 # sectors written to the target disk so far (the kernel's I/O statistics)
 tgt_written() { awk '{print $7}' "/sys/block/$(basename "$TGT")/stat"; }
 in_sync() { lr --json relationships | grep -q '"SyncState": 6'; }
+# resync_written WHAT: Resync, wait for Synchronized; WRITTEN is then the sectors that the
+# resync wrote to the target disk
+resync_written() {
+  _w0=$(tgt_written)
+  run lr resync src/tgt > /dev/null
+  check '[ $? -eq 0 ]' "resync $1 exits 0"
+  wait_for 120 in_sync
+  WRITTEN=$(($(tgt_written) - _w0))
+  log "resync $1 wrote $WRITTEN sectors to the target disk; the source has $FULL"
+}
 
 fill_random "$SRC" "$SMB"
 serve_pair "$SRC" "$TGT" "$IQN"
@@ -33,13 +43,8 @@ fill_random "$SD" 1 60                           # the initiator rewrites 1 % of
 sleep 2
 check '[ "$(md5dev "$TGT" "$SMB")" = "$IMAGE" ]' "the target keeps the image of the fracture"
 
-W0=$(tgt_written)
-run lr resync src/tgt > /dev/null
-check '[ $? -eq 0 ]' "resync exits 0"
-wait_for 120 in_sync
-W1=$(tgt_written)
-log "resync wrote $((W1 - W0)) sectors to the target disk; the source has $FULL"
-check '[ $((W1 - W0)) -lt $((FULL / 4)) ]' "the resync copied only the changed regions: $((W1 - W0)) of $FULL sectors"
+resync_written "after the fracture"
+check '[ "$WRITTEN" -lt $((FULL / 4)) ]' "the resync copied only the changed regions: $WRITTEN of $FULL sectors"
 check '[ "$(real_table src)" = "$FULL_TABLE" ]' "the raid1 has both legs again, as before: $(real_table src)"
 check 'in_sync' "relationship Synchronized again"
 
@@ -48,13 +53,8 @@ run lr fracture src/tgt
 check '[ $? -eq 0 ]' "second fracture exits 0"
 dmsetup mknodes
 fill_random /dev/mapper/lio-replica-v1-so-tgt 1 20 # someone writes to the fractured target
-W0=$(tgt_written)
-run lr resync src/tgt > /dev/null
-check '[ $? -eq 0 ]' "resync after a write to the fractured target exits 0"
-wait_for 120 in_sync
-W1=$(tgt_written)
-log "resync wrote $((W1 - W0)) sectors to the target disk; the source has $FULL"
-check '[ $((W1 - W0)) -ge "$FULL" ]' "everything was copied again: $((W1 - W0)) of $FULL sectors"
+resync_written "after a write to the fractured target"
+check '[ "$WRITTEN" -ge "$FULL" ]' "everything was copied again: $WRITTEN of $FULL sectors"
 
 sleep 2
 io_stop
