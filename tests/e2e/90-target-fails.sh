@@ -39,7 +39,9 @@ REL=$(jfield InstanceID < /tmp/rels.json)
 log "mirror status: $(dmsetup status lio-replica-v1-real-src)"
 IT=$(io_iterations)
 tleg "0 $N error"
-wait_for 30 'rels; [ "$(jfield SyncState < /tmp/rels.json)" = 12 ]'
+# Broken shows as soon as the kernel marks the leg; the reason is complete once the daemon
+# has dropped it
+wait_for 30 'rels; [ "$(jfield SyncState < /tmp/rels.json)" = 12 ] && grep -q "dropped" /tmp/rels.json'
 cat /tmp/rels.json >&9
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 12 ]' "relationship Broken (12)"
 # (jfield stops at a comma: read the reason with grep)
