@@ -113,6 +113,17 @@ pub enum Command {
         #[arg(value_name = "REL")]
         relationship: String,
     },
+    /// Make a mirror synchronous, live and without a copy (Operation 10, Reset To Sync).
+    ResetToSync {
+        #[arg(value_name = "REL")]
+        relationship: String,
+    },
+    /// Make a mirror asynchronous, live and without a copy (Operation 11, Reset To Async);
+    /// the target needs the room of an Async attach.
+    ResetToAsync {
+        #[arg(value_name = "REL")]
+        relationship: String,
+    },
     /// Copy the target back onto the source (Operation 5, Restore).
     Restore {
         #[arg(value_name = "REL")]
@@ -435,6 +446,20 @@ fn run_client(cli: &Cli) -> Outcome {
         Command::Resync { relationship } => {
             modify(&mut client, json, relationship, Operation::Resync, false)
         }
+        Command::ResetToSync { relationship } => modify(
+            &mut client,
+            json,
+            relationship,
+            Operation::ResetToSync,
+            false,
+        ),
+        Command::ResetToAsync { relationship } => modify(
+            &mut client,
+            json,
+            relationship,
+            Operation::ResetToAsync,
+            false,
+        ),
         Command::Restore {
             relationship,
             force,

@@ -290,7 +290,13 @@ fn relationships_storage_objects_and_modify() {
     assert_eq!(status(&o), 0);
     assert!(stdout(&o).contains("1.0 GiB"), "{}", stdout(&o));
 
-    for (cmd, op) in [("detach", 2), ("fracture", 3), ("resync", 4)] {
+    for (cmd, op) in [
+        ("detach", 2),
+        ("fracture", 3),
+        ("resync", 4),
+        ("reset-to-sync", 10),
+        ("reset-to-async", 11),
+    ] {
         let o = run(&t.socket, &[cmd, "rel-1"]);
         assert_eq!(status(&o), 0, "{cmd}: {}", stderr(&o));
         assert!(t

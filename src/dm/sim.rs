@@ -706,7 +706,9 @@ fn init_prog(line: &TableLine, sizes: &BTreeMap<String, u64>) -> Prog {
     }
 }
 
-fn status_params(l: &Live) -> String {
+/// A suspended raid1 reports its resync frozen and its sync ratio as 0, as the kernel's does
+/// (md stops its sync thread at suspend).
+fn status_params(l: &Live, suspended: bool) -> String {
     match (&l.shown.target, &l.prog) {
         (Target::Mirror(m), Prog::Sync(p)) => MirrorStatus {
             devices: m.legs.iter().map(|l| l.device.clone()).collect(),
@@ -740,9 +742,13 @@ fn status_params(l: &Live) -> String {
             RaidStatus {
                 raid_type: "raid1".into(),
                 health,
-                in_sync: p.in_sync,
+                in_sync: if suspended { 0 } else { p.in_sync },
                 total: p.total,
-                sync_action: p.action.clone(),
+                sync_action: if suspended {
+                    "frozen".into()
+                } else {
+                    p.action.clone()
+                },
                 mismatch: 0,
             }
             .to_string()
@@ -1245,6 +1251,7 @@ impl DmBackend for SimDm {
         let step = s.step;
         let dev = s.device_mut("status", name)?;
         advance(dev, step, false);
+        let suspended = dev.suspended;
         Ok(dev
             .live
             .iter()
@@ -1252,7 +1259,7 @@ impl DmBackend for SimDm {
                 start: l.shown.start.0,
                 length: l.shown.length.0,
                 target_type: l.shown.target_type().to_string(),
-                params: status_params(l),
+                params: status_params(l, suspended),
             })
             .collect())
     }
@@ -1761,8 +1768,9 @@ mod tests {
             .unwrap();
         dm.suspend(&r2, false, Duration::from_secs(1)).unwrap();
         let s = RaidStatus::parse(&dm.status(&r2).unwrap()[0].params).unwrap();
+        // suspended: md's sync thread stopped, the ratio reads 0
         assert_eq!(s.health, vec!['A', 'a']);
-        assert_eq!(s.sync_action, "recover");
+        assert_eq!(s.sync_action, "frozen");
         assert_eq!(s.in_sync, 0);
         // messages are refused while suspended
         assert!(dm.message(&r2, 0, "check").is_err());

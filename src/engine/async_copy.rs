@@ -9,8 +9,9 @@ use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
-use crate::dm::{DmName, LinearParams, Sectors, TableLine, Target};
+use crate::dm::{Devno, DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
+use crate::names::Element;
 use crate::service::{CopyType, RelationshipView, SyncState};
 
 pub(crate) struct AsyncMirror;
@@ -70,44 +71,21 @@ impl Lifecycle for AsyncMirror {
 
 fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
     let i = &*e.inner;
-    let meta = i.opts.raid_meta_sectors;
-    let need = src.sectors + meta * 2;
-    if tgt.sectors < need {
-        return Err(Error::Invalid(format!(
-            "target {} ({} sectors) is too small for an Async copy of {} ({} sectors): it needs \
-             {need} sectors, the source's size plus two {meta}-sector metadata areas",
-            tgt.so.element(),
-            tgt.sectors,
-            src.so.element(),
-            src.sectors
-        )));
-    }
+    check_room(
+        i,
+        &src.so.element(),
+        src.sectors,
+        &tgt.so.element(),
+        tgt.sectors,
+    )?;
     let rel = Plan::new("attach Async").run(|p| {
         let sb = adopt::adopt_step(i, &src, p)?;
         let tb = adopt::adopt_step(i, &tgt, p)?;
         let rel = Relationship::new(CopyType::Async, &sb, &tb)?;
         relationship::create_tag_step(i, &rel, p)?;
         stack::ensure_step(i, &sb, p)?;
-        let mut devnos = Vec::new();
-        for (k, name) in rel.meta_names()?.into_iter().enumerate() {
-            let table = vec![TableLine {
-                start: Sectors(0),
-                length: meta,
-                target: Target::Linear(LinearParams {
-                    device: rel.tgt_raw.to_string(),
-                    offset: (rel.sectors + meta * k as u64).0,
-                }),
-            }];
-            let n2 = name.clone();
-            let info = p.step(
-                format!("create {name}"),
-                || i.dm.create(&name, &table),
-                move || i.dm.remove(&n2),
-            )?;
-            p.last(|| i.zero_head(&name, meta))?;
-            devnos.push(info.devno());
-        }
-        let table = relationship::raid_table(i, &rel, [devnos[0], devnos[1]], rel.src_raw);
+        let devnos = create_metadata(i, &rel, p)?;
+        let table = relationship::raid_table(i, &rel, devnos, rel.src_raw);
         let real = rel.real.clone();
         let linear = rel.stack().linear();
         p.step(
@@ -125,4 +103,54 @@ fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
         job: Some(job),
         relationship: Some(id),
     })
+}
+
+/// The two metadata devices of `rel`'s raid1, carved from the target's tail and zeroed (a new
+/// array), as plan steps; returns their device numbers.
+pub(crate) fn create_metadata<'a>(
+    i: &'a Inner,
+    rel: &Relationship,
+    p: &mut Plan<'a>,
+) -> Result<[Devno; 2]> {
+    let meta = i.opts.raid_meta_sectors;
+    let mut devnos = Vec::with_capacity(2);
+    for (k, name) in rel.meta_names()?.into_iter().enumerate() {
+        let table = vec![TableLine {
+            start: Sectors(0),
+            length: meta,
+            target: Target::Linear(LinearParams {
+                device: rel.tgt_raw.to_string(),
+                offset: (rel.sectors + meta * k as u64).0,
+            }),
+        }];
+        let n2 = name.clone();
+        let info = p.step(
+            format!("create {name}"),
+            || i.dm.create(&name, &table),
+            move || i.dm.remove(&n2),
+        )?;
+        p.last(|| i.zero_head(&name, meta))?;
+        devnos.push(info.devno());
+    }
+    Ok([devnos[0], devnos[1]])
+}
+
+/// The target must hold the source and, past it, the two metadata areas.
+pub(crate) fn check_room(
+    i: &Inner,
+    src: &Element,
+    src_sectors: Sectors,
+    tgt: &Element,
+    tgt_sectors: Sectors,
+) -> Result<()> {
+    let meta = i.opts.raid_meta_sectors;
+    let need = src_sectors + meta * 2;
+    if tgt_sectors < need {
+        return Err(Error::Invalid(format!(
+            "target {tgt} ({tgt_sectors} sectors) is too small for an Async copy of {src} \
+             ({src_sectors} sectors): it needs {need} sectors, the source's size plus two \
+             {meta}-sector metadata areas"
+        )));
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod adopt;
 pub mod async_copy;
 pub mod clone;
 pub mod journal;
+mod mode;
 pub mod names;
 pub mod plan;
 pub mod recovery;
@@ -583,7 +584,8 @@ impl Engine {
         use crate::cim::Operation;
         let Some(op) = Operation::from_value(op) else {
             return Err(Error::Invalid(format!(
-                "operation {op} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore"
+                "operation {op} is not valid: use 2 Detach, 3 Fracture, 4 Resync, 5 Restore, \
+                 10 Reset To Sync, 11 Reset To Async"
             )));
         };
         match op {
@@ -595,11 +597,7 @@ impl Engine {
                     relationship: Some(rel.id.clone()),
                 })
             }
-            Operation::ResetToSync | Operation::ResetToAsync => Err(Error::NotSupported(format!(
-                "operation {} {op} is not supported yet: a mirror's mode cannot be changed \
-                 live; Detach and attach it again with the other CopyType",
-                op.value()
-            ))),
+            Operation::ResetToSync | Operation::ResetToAsync => mode::reset(self, &rel, op),
             _ => rel.lifecycle().modify(self, &rel, op, force),
         }
     }

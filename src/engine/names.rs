@@ -76,6 +76,13 @@ pub fn meta(index: usize, source: &str) -> Result<DmName> {
     DmName::new(&format!("meta{index}-{source}"))
 }
 
+/// The source object name of a raid metadata device, or None.
+pub fn meta_object(name: &DmName) -> Option<String> {
+    let rest = name.suffix().strip_prefix("meta")?;
+    let (k, source) = rest.split_once('-')?;
+    k.parse::<usize>().ok().map(|_| source.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +99,9 @@ mod tests {
         let c = copy("db-01").unwrap();
         assert_eq!(copy_object(&c).as_deref(), Some("db-01"));
         assert_eq!(real_object(&c), None);
+        let m = meta(1, "db-01").unwrap();
+        assert_eq!(meta_object(&m).as_deref(), Some("db-01"));
+        assert_eq!(meta_object(&c), None);
         assert_eq!(parse_tag(&t), Some((CopyType::UnSyncAssoc, "db-01".into())));
         let s = shim("db-01").unwrap();
         assert_eq!(shim_object(&s).as_deref(), Some("db-01"));

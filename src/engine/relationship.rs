@@ -1201,6 +1201,7 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
 pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
     let i = &*e.inner;
     let mut found = Vec::new();
+    let mut rebuilt = Vec::new();
     for d in i.dm.list()? {
         if names::is_old_record(&d.name) {
             warn!(device = %d.name, "relationship record of an older layout (the source's shim carrying the copy itself): not managed; remove it with `dmsetup remove` after putting its source back on linear");
@@ -1210,17 +1211,57 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
             continue;
         };
         match from_record(i, &d.name, ct, &tgt_name) {
-            Ok(rel) => {
-                info!(relationship = %rel.id, copy_type = ?rel.copy_type, "rediscovered");
-                found.push(rel.id.clone());
-                register(i, rel);
-            }
+            Ok(rel) => rebuilt.push(rel),
             Err(err) => {
                 warn!(device = %d.name, error = %err, "cannot rebuild the relationship recorded by this device; left as is")
             }
         }
     }
+    for rel in drop_stale_records(i, rebuilt)? {
+        info!(relationship = %rel.id, copy_type = ?rel.copy_type, "rediscovered");
+        found.push(rel.id.clone());
+        register(i, rel);
+    }
     Ok(found)
+}
+
+/// Two records of one target are left by a mode change (see [`super::mode`]) that was
+/// stopped between creating the new record and removing the old one: the source's real device
+/// says which holds (a raid1 is Async, anything else Sync). The other record is removed.
+fn drop_stale_records(i: &Inner, rels: Vec<Relationship>) -> Result<Vec<Relationship>> {
+    let mut by_target: std::collections::BTreeMap<String, Vec<Relationship>> = Default::default();
+    for r in rels {
+        by_target.entry(r.target_name.clone()).or_default().push(r);
+    }
+    let mut keep = Vec::new();
+    for (_, mut recs) in by_target {
+        if recs.len() > 1 {
+            let raid = recs.first().is_some_and(|r| {
+                matches!(
+                    i.dm.table(&r.real)
+                        .ok()
+                        .as_deref()
+                        .and_then(|t| t.first())
+                        .map(|l| &l.target),
+                    Some(Target::Raid(_))
+                )
+            });
+            let holds = if raid {
+                CopyType::Async
+            } else {
+                CopyType::Sync
+            };
+            let (kept, stale): (Vec<_>, Vec<_>) =
+                recs.into_iter().partition(|r| r.copy_type == holds);
+            for r in &stale {
+                i.dm.remove(&r.tag)?;
+                warn!(device = %r.tag, kept = ?holds, "removed the record of an interrupted mode change");
+            }
+            recs = kept;
+        }
+        keep.extend(recs);
+    }
+    Ok(keep)
 }
 
 /// Take down every source stack no relationship uses.
@@ -1238,7 +1279,24 @@ pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
             warn!(device = %d.name, "a copy device no relationship uses is still open; left as is");
         }
     }
-    // (removing a copy device changes no real device: the same listing serves)
+    // raid metadata no Async mirror uses (a mode change to Sync or an attach interrupted)
+    for d in &devices {
+        let Some(obj) = names::meta_object(&d.name) else {
+            continue;
+        };
+        if i.rels
+            .any(|r| r.source_name == obj && r.copy_type == CopyType::Async)
+        {
+            continue;
+        }
+        if d.open_count == 0 {
+            i.dm.remove(&d.name)?;
+            info!(device = %d.name, "removed a raid metadata device no relationship uses");
+        } else {
+            warn!(device = %d.name, "a raid metadata device no relationship uses is still open; left as is");
+        }
+    }
+    // (removing a copy or metadata device changes no real device: the same listing serves)
     for d in &devices {
         let Some(obj) = names::real_object(&d.name) else {
             continue;

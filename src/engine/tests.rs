@@ -2006,25 +2006,188 @@ fn stacked_relationships_are_rediscovered_by_a_new_daemon() {
     assert!(w.table_of("so-src").contains("linear 8:0 0"));
 }
 
+/// Source and target exported/adopted, and a relationship of copy type `ct` in sync.
+fn synced_pair(w: &World, ct: u16) {
+    exported_pair(w);
+    let r = w.attach("block/src", "block/tgt", ct);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7, "{r:?}");
+}
+
+fn modify_tgt(w: &World, op: u16) -> MethodResult {
+    w.engine.modify_synchronization("src/tgt", op, false)
+}
+
 #[test]
-fn mode_changes_are_not_supported_yet_and_unknown_operations_are_invalid() {
+fn reset_to_async_and_back_switches_the_mirror_without_a_copy() {
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let m = modify_tgt(&w, 11);
+    assert_eq!((m.return_value, &m.job), (0, &None), "{m:?}");
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("raid raid1") && t.contains("nosync") && t.contains("write_mostly 1"),
+        "{t}"
+    );
+    assert!(w.has_device("rec2-tgt") && !w.has_device("rec3-tgt"));
+    assert!(w.has_device("meta0-src") && w.has_device("meta1-src"));
+    // in sync at once, with no copy able to progress: nothing was copied
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
+    assert!(v.change_tracking);
+    assert_eq!(v.max_lag_writes, Some(256));
+    // the former Sync mirror now tracks changes over a Fracture
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    assert!(w.table_of("real-src").ends_with(" - -"));
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let m = modify_tgt(&w, 4);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let m = modify_tgt(&w, 10);
+    assert_eq!((m.return_value, &m.job), (0, &None), "{m:?}");
+    let t = w.table_of("real-src");
+    assert!(t.contains("mirror core 2") && t.contains("nosync"), "{t}");
+    assert!(w.has_device("rec3-tgt") && !w.has_device("rec2-tgt"));
+    assert!(!w.has_device("meta0-src") && !w.has_device("meta1-src"));
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state), (3, 6), "{v:?}");
+    assert!(!v.change_tracking && v.max_lag_writes.is_none());
+    // asking for the type it has changes nothing
+    let before = w.state();
+    assert_eq!(modify_tgt(&w, 10).return_value, 0);
+    assert_eq!(w.state(), before);
+    // a new daemon finds the Sync mirror
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let v = &e2.relationships().unwrap()[0];
+    assert_eq!((v.copy_type, v.sync_state), (3, 6), "{v:?}");
+}
+
+#[test]
+fn a_mode_change_needs_a_lone_mirror_in_sync_and_room_for_metadata() {
+    let refused = |w: &World, op: u16, code: u32, text: &str| {
+        let before = w.state();
+        let m = modify_tgt(w, op);
+        assert_eq!(m.return_value, code, "{m:?}");
+        let d = m.description.unwrap();
+        assert!(d.contains(text), "{d}");
+        assert_eq!(w.state(), before);
+    };
+    // a same-size target has no room for the raid1's metadata
+    let w = world(&[64 * MB; 2]);
+    synced_pair(&w, 3);
+    refused(&w, 11, 5, "too small for an Async copy");
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    refused(&w, 11, 5, "fractured; Resync it first");
+    // still copying: its job works on it
+    let w = world(&[64 * MB, 65 * MB]);
+    exported_pair(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    assert_eq!(w.attach("block/src", "block/tgt", 2).return_value, 4096);
+    refused(&w, 10, 6, "is still working on relationship");
+    // a full copy in the same mirror
+    let w = world(&[64 * MB, 65 * MB, 64 * MB]);
+    synced_pair(&w, 3);
+    w.iblock("c", 2);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    assert_eq!(w.attach("block/src", "block/c", 5).return_value, 4096);
+    refused(
+        &w,
+        11,
+        6,
+        "a full copy of the same source runs in its mirror",
+    );
+    // not a mirror
     let w = world(&[64 * MB; 2]);
     exported_pair(&w);
-    let r = w.attach("block/src", "block/tgt", 3);
-    w.wait_job(r.job.as_ref().unwrap());
-    let before = w.state();
-    for op in [10, 11] {
-        let m = w.engine.modify_synchronization("src/tgt", op, false);
-        assert_eq!(m.return_value, 1, "{m:?}");
-        assert!(m.description.unwrap().contains("not supported yet"));
-    }
+    assert_eq!(w.attach("block/src", "block/tgt", 4).return_value, 0);
+    refused(&w, 11, 1, "only Sync and Async mirrors");
     for op in [0, 1, 6, 12] {
-        assert_eq!(
-            w.engine
-                .modify_synchronization("src/tgt", op, false)
-                .return_value,
-            5
-        );
+        refused(&w, op, 5, "is not valid");
     }
-    assert_eq!(w.state(), before);
+}
+
+/// A mode change of a mirror in sync (`ct`, by `op`) that fails at any kernel call leaves
+/// everything as it was; a failure that only hit the removal of the old type's devices
+/// leaves the change made, and a new daemon removes what was left.
+fn mode_change_fails_cleanly_at_every_step(ct: u16, op: u16) {
+    let sizes = [64 * MB, 65 * MB];
+    let w = world(&sizes);
+    synced_pair(&w, ct);
+    let n0 = w.sim.mutating_call_count();
+    assert_eq!(modify_tgt(&w, op).return_value, 0);
+    let steps = w.sim.mutating_call_count() - n0;
+    let switched = w.state().1;
+    let rels_switched = w.rels();
+    assert!(steps >= 4, "{steps}");
+    for k in 1..=steps {
+        let w = world(&sizes);
+        synced_pair(&w, ct);
+        let before = w.state();
+        let rels_before = w.rels();
+        w.sim.fail_at_call(k);
+        let m = modify_tgt(&w, op);
+        w.sim.fail_at_call(0);
+        if m.return_value == 0 {
+            let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+            // (another world: only the dm devices compare; configfs paths name its directory)
+            assert_eq!(w.state().1, switched, "step {k}/{steps}");
+            let mut after = e2.relationships().unwrap();
+            after[0].when_synced = rels_switched[0].when_synced; // kept in memory only
+            assert_eq!(after, rels_switched, "step {k}/{steps}");
+            continue;
+        }
+        assert_eq!(m.return_value, 4, "step {k}/{steps}: {m:?}");
+        assert_eq!(w.state(), before, "step {k}/{steps}: {m:?}");
+        assert_eq!(w.rels(), rels_before, "step {k}/{steps}");
+    }
+}
+
+#[test]
+fn reset_to_async_fails_cleanly_at_every_step() {
+    mode_change_fails_cleanly_at_every_step(3, 11);
+}
+
+#[test]
+fn reset_to_sync_fails_cleanly_at_every_step() {
+    mode_change_fails_cleanly_at_every_step(2, 10);
+}
+
+/// A daemon killed anywhere in a mode change: the new daemon has either the old mirror, with
+/// nothing of the new type left, or the new one, with nothing of the old type left.
+fn crash_during_a_mode_change(ct: u16, op: u16) -> usize {
+    let (from, to) = if ct == 3 { ("3", "2") } else { ("2", "3") };
+    crash_beside(
+        &[64 * MB, 65 * MB],
+        |w| synced_pair(w, ct),
+        |w| modify_tgt(w, op),
+        |w, e2| {
+            let raid = w.table_of("real-src").contains("raid raid1");
+            let now = if raid { "2" } else { "3" };
+            let v = &e2.relationships().unwrap()[0];
+            assert_eq!(v.copy_type.to_string(), now);
+            assert_eq!(v.sync_state, 6, "{v:?}");
+            assert!(w.has_device(&format!("rec{now}-tgt")));
+            assert!(!w.has_device(&format!("rec{}-tgt", if raid { "3" } else { "2" })));
+            assert_eq!(w.has_device("meta0-src"), raid);
+            assert_eq!(w.has_device("meta1-src"), raid);
+            // switched: done; else crash_beside compares everything with the start
+            now == to && now != from
+        },
+    )
+}
+
+#[test]
+fn crash_during_reset_to_async_keeps_one_type() {
+    let hit = crash_during_a_mode_change(3, 11);
+    assert!(hit >= 4, "only {hit} crash points reached");
+}
+
+#[test]
+fn crash_during_reset_to_sync_keeps_one_type() {
+    let hit = crash_during_a_mode_change(2, 10);
+    assert!(hit >= 2, "only {hit} crash points reached");
 }

@@ -311,6 +311,12 @@ impl World {
         crate::dm::table::format_table(&self.sim.table(&n).unwrap())
     }
 
+    /// Whether our dm device `suffix` exists.
+    pub fn has_device(&self, suffix: &str) -> bool {
+        let n = DmName::new(suffix).unwrap();
+        self.sim.info(&n).unwrap().is_some()
+    }
+
     pub fn rels(&self) -> Vec<RelationshipView> {
         self.engine.relationships().unwrap()
     }
