@@ -158,10 +158,11 @@ impl ConfigFs {
     /// (`dynamic_sessions`, one name a line) and each explicit ACL whose `info` names its
     /// session's initiator (without a session it reads "No active iSCSI Session").
     pub fn sessions(&self, tpg: &Path) -> Result<Vec<String>> {
+        // (the kernel's list may end in a NUL byte, which is no session)
         let mut out: Vec<String> = read_attr(&tpg.join("dynamic_sessions"))
             .unwrap_or_default()
             .lines()
-            .map(str::trim)
+            .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0'))
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();

@@ -48,11 +48,15 @@ pub(crate) fn raw_under(i: &Inner, shim: &DmName) -> Result<Devno> {
         .ok_or_else(|| Error::Other(format!("device {shim} has no table")))?;
     let field = match &line.target {
         Target::Linear(l) => l.device.clone(),
-        Target::Mirror(m) => m
-            .legs
-            .first()
-            .map(|l| l.device.clone())
-            .ok_or_else(|| Error::Other(format!("mirror {shim} has no legs")))?,
+        // (a restore's mirror reads from the target's disk first: the source's is its other leg)
+        Target::Mirror(m) => match super::mirror_restore::source_leg(i, m)? {
+            Some(d) => d,
+            None => m
+                .legs
+                .first()
+                .map(|l| l.device.clone())
+                .ok_or_else(|| Error::Other(format!("mirror {shim} has no legs")))?,
+        },
         Target::Raid(r) => r
             .devices
             .first()

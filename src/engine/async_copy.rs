@@ -26,14 +26,15 @@ impl Lifecycle for AsyncMirror {
         e: &Engine,
         rel: &Relationship,
         op: Operation,
-        _force: bool,
+        force: bool,
     ) -> Result<Attached> {
-        super::sync::modify_mirror(e, rel, op)
+        super::sync::modify_mirror(e, rel, op, force)
     }
 
-    /// raid1 degrades by itself and keeps serving: nothing to follow.
-    fn resume(&self, _e: &Engine, _rel: &Relationship) -> Result<()> {
-        Ok(())
+    /// A restore under way gets a job that finishes it; otherwise nothing to follow (raid1
+    /// degrades by itself and keeps serving).
+    fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
+        super::mirror_restore::resume(e, rel).map(|_| ())
     }
 
     fn replicates_in_real(&self) -> bool {

@@ -15,6 +15,7 @@ pub mod adopt;
 pub mod async_copy;
 pub mod clone;
 pub mod journal;
+mod mirror_restore;
 mod mode;
 pub mod names;
 pub mod plan;
@@ -252,6 +253,15 @@ impl Inner {
                 .iter()
                 .filter(|r| r.lifecycle().replicates_in_real())
                 .collect();
+            if let Some(r) = replicating
+                .iter()
+                .find(|r| mirror_restore::restoring(self, r).unwrap_or(true))
+            {
+                return Some(format!(
+                    "source {s} is being restored from relationship {}'s target; wait for its job",
+                    r.id
+                ));
+            }
             let shares = replicating.len() == 1
                 && relationship::can_share_real(replicating[0].copy_type, ct);
             if let Some(r) = replicating.first().filter(|_| !shares) {

@@ -138,10 +138,13 @@ fn check_switchable(i: &Inner, rel: &Relationship, op: Operation) -> Result<()> 
 /// resync as frozen and its sync ratio as 0, so only a mirror's count is read again there;
 /// [`check_switchable`] saw the raid1 in sync just before, and with the kernel lock held
 /// nothing but a failing leg can change that.)
-fn swap_in_sync(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
+pub(crate) fn swap_in_sync(i: &Inner, rel: &Relationship, table: &[TableLine]) -> Result<()> {
     let dev = &rel.real;
+    let mirror = matches!(
+        i.dm.table(dev)?.first().map(|l| &l.target),
+        Some(Target::Mirror(_))
+    );
     i.dm.suspend(dev, true, i.opts.suspend_timeout)?;
-    let mirror = rel.copy_type == CopyType::Sync;
     let checked = relationship::progress(i, rel).and_then(|pr| match pr.failed {
         None if pr.replicating && (pr.synced || !mirror) => Ok(()),
         failed => Err(Error::Invalid(format!(

@@ -291,7 +291,7 @@ fn record_table(rel: &Relationship, broken: bool) -> Vec<TableLine> {
 }
 
 /// (target's raw device, source's raw device) a record points at.
-fn record_devices(table: &[TableLine]) -> Option<(Devno, Devno)> {
+pub(crate) fn record_devices(table: &[TableLine]) -> Option<(Devno, Devno)> {
     match (
         table.first().map(|l| &l.target),
         table.get(1).map(|l| &l.target),
@@ -629,8 +629,8 @@ fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
     })
 }
 
-/// The failed legs of a mirror that matter to `rel`: the source's (leg 0) and its own target's
-/// (another copy may share the mirror).
+/// The failed legs of a mirror that matter to `rel`: the first (the source's, or during a
+/// restore the target's), and those on its own two disks (another copy may share the mirror).
 fn failed_legs_of(s: &MirrorStatus, rel: &Relationship) -> Vec<usize> {
     s.failed_legs()
         .into_iter()
@@ -638,7 +638,7 @@ fn failed_legs_of(s: &MirrorStatus, rel: &Relationship) -> Vec<usize> {
             *l == 0
                 || s.devices
                     .get(*l)
-                    .is_some_and(|d| rel.tgt_raw.is_written_as(d))
+                    .is_some_and(|d| rel.tgt_raw.is_written_as(d) || rel.src_raw.is_written_as(d))
         })
         .collect()
 }
@@ -654,6 +654,11 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
     let Some(why) = progress(i, &rel)?.failed else {
         return Ok(rel.broken);
     };
+    if super::mirror_restore::restoring(i, &rel)? {
+        let reason = super::mirror_restore::leg_failed(i, &rel, &why)?;
+        warn!(relationship = %rel.id, reason = %reason, "relationship broken");
+        return Ok(Some(reason));
+    }
     let set_broken = |reason: &str| {
         i.rels
             .update(rel_id, |r| r.broken = Some(reason.to_string()));
@@ -803,6 +808,17 @@ pub(crate) enum Finish {
 
 /// Start a job that follows the copy of `rel` (already registered).
 pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) -> Result<String> {
+    start_job_with(e, rel_id, finish, what, None)
+}
+
+/// [`start_job`], for a job that cannot be stopped when `unstoppable` says why.
+pub(crate) fn start_job_with(
+    e: &Engine,
+    rel_id: &str,
+    finish: Finish,
+    what: &str,
+    unstoppable: Option<String>,
+) -> Result<String> {
     let i = &*e.inner;
     let rel = i
         .relationship(rel_id)
@@ -818,7 +834,7 @@ pub(crate) fn start_job(e: &Engine, rel_id: &str, finish: Finish, what: &str) ->
         target: rel.target.to_string(),
         copy_type: rel.copy_type.value(),
         relationship: (finish == Finish::Keep).then(|| rel.id.clone()),
-        unstoppable: None,
+        unstoppable,
     };
     let e2 = e.clone();
     let id_for_job = rel.id.clone();
@@ -880,6 +896,10 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         if pr.synced {
             match finish {
                 Finish::Keep => {
+                    if super::mirror_restore::restoring(i, &rel)? {
+                        let _k = i.kernel_lock();
+                        super::mirror_restore::finish(i, &rel)?;
+                    }
                     i.rels.update(rel_id, |r| r.when_synced = Some(now_secs()));
                     info!(relationship = %rel.id, "in sync");
                     rel.lifecycle().once_synced(e, &rel);
@@ -1122,6 +1142,13 @@ pub(crate) fn mirror_state(
         return Ok(SyncState::Fractured);
     }
     v.percent_synced = pr.percent;
+    if !pr.synced && super::mirror_restore::restoring(i, rel)? {
+        v.progress_status = Some(format!(
+            "restoring the target's image onto the source, {}%; the LUN reads that image",
+            pr.percent
+        ));
+        return Ok(SyncState::RestoreInProgress);
+    }
     Ok(lc.replicating_state(&pr, v))
 }
 
@@ -1328,6 +1355,57 @@ pub(crate) fn resume_all(e: &Engine, ids: &[String]) -> Result<()> {
         if let Some(rel) = e.inner.relationship(id) {
             rel.lifecycle().resume(e, &rel)?;
         }
+    }
+    Ok(())
+}
+
+/// Who is logged in through the LUNs that export `element`, as `INITIATOR (LUN path)`.
+fn sessions_on(i: &Inner, element_name: &str) -> Result<Vec<String>> {
+    let so = i.cfs.find_storage_object(&Plugin::Block, element_name)?;
+    let exports = i.cfs.exports_of(&so)?;
+    let mut out = Vec::new();
+    for e in &exports {
+        for who in i.cfs.sessions(&e.tpg)? {
+            out.push(format!(
+                "{who} ({}/{}/tpgt_{}/lun_{})",
+                e.fabric, e.wwn, e.tpg_tag, e.lun
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// A Restore (of any copy type) is refused while its target is exported (`what` it does to the
+/// target says why), and while initiators are logged in to the source unless `force`: the LUN's
+/// contents change under them.
+pub(crate) fn refuse_restore_over(
+    i: &Inner,
+    rel: &Relationship,
+    force: bool,
+    what: &str,
+) -> Result<()> {
+    let tgt_so = i
+        .cfs
+        .find_storage_object(&Plugin::Block, &rel.target_name)?;
+    if let Some(x) = i.cfs.exports_of(&tgt_so)?.first() {
+        return Err(Error::InUse(format!(
+            "{} is exported through {}/{}/tpgt_{}/lun_{}: {what}, remove that LUN first",
+            rel.target, x.fabric, x.wwn, x.tpg_tag, x.lun
+        )));
+    }
+    let sessions = sessions_on(i, &rel.source_name)?;
+    if !sessions.is_empty() && !force {
+        return Err(Error::InUse(format!(
+            "initiators are logged in to {}: {}; the LUN's contents would change under them. \
+             Log them out (or stop their I/O and unmount) and retry, or force it",
+            rel.source,
+            sessions.join(", ")
+        )));
+    }
+    if !sessions.is_empty() {
+        warn!(relationship = %rel.id, sessions = %sessions.join(", "), "restore forced with initiators logged in");
     }
     Ok(())
 }

@@ -26,7 +26,6 @@ use crate::cim::Operation;
 use crate::dm::{DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
-use crate::names::Plugin;
 use crate::service::{CopyType, RelationshipView, SyncState};
 use tracing::{info, warn};
 
@@ -120,24 +119,6 @@ fn left_to_merge(s: &SnapshotStatus) -> Option<u64> {
     }
 }
 
-/// Who is logged in through the LUNs that export `element`, as `INITIATOR (LUN path)`.
-fn sessions_on(i: &Inner, element_name: &str) -> Result<Vec<String>> {
-    let so = i.cfs.find_storage_object(&Plugin::Block, element_name)?;
-    let exports = i.cfs.exports_of(&so)?;
-    let mut out = Vec::new();
-    for e in &exports {
-        for who in i.cfs.sessions(&e.tpg)? {
-            out.push(format!(
-                "{who} ({}/{}/tpgt_{}/lun_{})",
-                e.fabric, e.wwn, e.tpg_tag, e.lun
-            ));
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
 /// ModifySynchronization Restore: start merging the snapshot back into its source, followed
 /// by a job.
 fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
@@ -162,28 +143,7 @@ fn restore(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
             rel.id
         )));
     }
-    let tgt_so = i
-        .cfs
-        .find_storage_object(&Plugin::Block, &rel.target_name)?;
-    if let Some(x) = i.cfs.exports_of(&tgt_so)?.first() {
-        return Err(Error::InUse(format!(
-            "snapshot {} is exported through {}/{}/tpgt_{}/lun_{}: a restore consumes its image, \
-             remove that LUN first",
-            rel.target, x.fabric, x.wwn, x.tpg_tag, x.lun
-        )));
-    }
-    let sessions = sessions_on(i, &rel.source_name)?;
-    if !sessions.is_empty() && !force {
-        return Err(Error::InUse(format!(
-            "initiators are logged in to {}: {}; the LUN's contents would change under them. \
-             Log them out (or stop their I/O and unmount) and retry, or force it",
-            rel.source,
-            sessions.join(", ")
-        )));
-    }
-    if !sessions.is_empty() {
-        warn!(relationship = %rel.id, sessions = %sessions.join(", "), "restore forced with initiators logged in");
-    }
+    relationship::refuse_restore_over(i, rel, force, "a restore consumes its image")?;
     let merge = vec![TableLine::new(
         Sectors(0),
         rel.sectors,

@@ -49,8 +49,13 @@ pub(crate) fn start_mirror(
     })
 }
 
-/// Fracture and Resync, as the mirror types have them; Restore is not there yet.
-pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: Operation) -> Result<Attached> {
+/// Fracture, Resync and Restore, as the mirror types have them.
+pub(crate) fn modify_mirror(
+    e: &Engine,
+    rel: &Relationship,
+    op: Operation,
+    force: bool,
+) -> Result<Attached> {
     match op {
         Operation::Fracture => {
             relationship::fracture(e, rel)?;
@@ -61,6 +66,7 @@ pub(crate) fn modify_mirror(e: &Engine, rel: &Relationship, op: Operation) -> Re
             })
         }
         Operation::Resync => relationship::resync(e, rel),
+        Operation::Restore => super::mirror_restore::start(e, rel, force),
         _ => Err(Error::NotSupported(format!(
             "operation {} {op} is not supported for {:?} relationships",
             op.value(),
@@ -87,9 +93,9 @@ impl Lifecycle for SyncMirror {
         e: &Engine,
         rel: &Relationship,
         op: Operation,
-        _force: bool,
+        force: bool,
     ) -> Result<Attached> {
-        modify_mirror(e, rel, op)
+        modify_mirror(e, rel, op, force)
     }
 
     /// The source's disk failed. With the target in sync the LUN moves onto the target's
@@ -105,10 +111,13 @@ impl Lifecycle for SyncMirror {
         source_failed(i, rel, why, target_healthy).map(Some)
     }
 
-    /// A failed leg under a rediscovered mirror must be dropped as soon as it shows (the
-    /// kernel holds its writes meanwhile).
+    /// A restore under way gets a job that finishes it; otherwise a failed leg under a
+    /// rediscovered mirror must be dropped as soon as it shows (the kernel holds its writes
+    /// meanwhile).
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
-        relationship::watch(&e.inner, &rel.id);
+        if !super::mirror_restore::resume(e, rel)? {
+            relationship::watch(&e.inner, &rel.id);
+        }
         Ok(())
     }
 
@@ -127,14 +136,9 @@ impl Lifecycle for SyncMirror {
 }
 
 /// The source leg of a lone Sync mirror failed; the mirror holds every write until its table
-/// is reloaded.
-///
-/// Target in sync (seen so by its job, its leg healthy): the real device goes onto the target's
-/// disk with a `noflush` suspend, so the held writes complete there and the LUN keeps its
-/// identity; the target's own shim gets an `error` table (the disk now serves the source's
-/// LUN, nothing else may write it); every relationship of the source records the target's
-/// disk as the source's. Otherwise the target is incomplete: the real device goes back on the
-/// failed disk, whose errors reach the initiator at once.
+/// is reloaded. Target in sync (seen so by its job, its leg healthy): the LUN moves onto the
+/// target's disk ([`serve_from_target`]). Otherwise the target is incomplete: the real device
+/// goes back on the failed disk, whose errors reach the initiator at once.
 pub(crate) fn source_failed(
     i: &Inner,
     rel: &Relationship,
@@ -156,6 +160,15 @@ pub(crate) fn source_failed(
         info!(relationship = %rel.id, device = %rel.real, disk = %rel.src_raw, "source leg failed during the copy: the source is on its failed disk alone");
         return Ok(reason);
     }
+    serve_from_target(i, rel, why)
+}
+
+/// The source's disk failed and the target's holds the whole image: the real device goes onto
+/// the target's disk with a `noflush` suspend, so the writes held by the mirror complete there
+/// and the LUN keeps its identity; the target's own shim gets an `error` table (the disk now
+/// serves the source's LUN, nothing else may write it); every relationship of the source
+/// records the target's disk as the source's. Returns the reason.
+pub(crate) fn serve_from_target(i: &Inner, rel: &Relationship, why: &str) -> Result<String> {
     let reason = format!(
         "{why}; the source's disk failed: the LUN now runs on the target's disk {} (the \
          target's own backstore is fenced with an error table); Detach, then attach a new \

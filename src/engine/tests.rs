@@ -534,11 +534,12 @@ fn fracture_and_resync() {
     assert_eq!(m.return_value, 4096, "{m:?}");
     assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
     assert_eq!(w.rels()[0].sync_state, 6);
+    // Restore needs a fractured mirror
     assert_eq!(
         w.engine
             .modify_synchronization("src/tgt", 5, false)
             .return_value,
-        1
+        5
     );
     assert_eq!(
         w.engine
@@ -2190,4 +2191,137 @@ fn crash_during_reset_to_async_keeps_one_type() {
 fn crash_during_reset_to_sync_keeps_one_type() {
     let hit = crash_during_a_mode_change(2, 10);
     assert!(hit >= 2, "only {hit} crash points reached");
+}
+
+/// A session logged in to `src`'s LUN (what LIO lists under the TPG).
+fn log_in_to_src(w: &World) {
+    let tpg = w
+        .cfs
+        .root()
+        .join("iscsi/iqn.2003-01.org.example:src/tpgt_1");
+    std::fs::write(
+        tpg.join("dynamic_sessions"),
+        "iqn.1993-08.org.debian:01:host7\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_fractured_mirror_is_restored_from_its_target_and_mirrors_again() {
+    for ct in [3u16, 2] {
+        let w = world(&[64 * MB, 65 * MB]);
+        synced_pair(&w, ct);
+        // not fractured: nothing to restore
+        let r = restore(&w, "src/tgt", true);
+        assert_eq!(r.return_value, 5, "{ct}: {r:?}");
+        assert!(r.description.unwrap().contains("not fractured"));
+        assert_eq!(modify_tgt(&w, 3).return_value, 0);
+        log_in_to_src(&w);
+        let before = w.state();
+        let r = restore(&w, "src/tgt", false);
+        assert_eq!(r.return_value, 6, "{ct}: {r:?}");
+        assert!(r.description.unwrap().contains("host7"));
+        assert_eq!(w.state(), before);
+
+        w.sim.set_sync_step(SyncStep::Percent(0));
+        let r = restore(&w, "src/tgt", true);
+        assert_eq!(r.return_value, 4096, "{ct}: {r:?}");
+        // the target's disk first: the LUN reads the target's image from the first moment
+        let t = w.table_of("real-src");
+        assert!(
+            t.contains("mirror core 1 4096 2 8:16 0 8:0 0 "),
+            "{ct}: {t}"
+        );
+        let v = &w.rels()[0];
+        assert_eq!(
+            v.sync_state,
+            SyncState::RestoreInProgress.value(),
+            "{ct}: {v:?}"
+        );
+        assert!(v.progress_status.as_deref().unwrap().contains("restoring"));
+        // nothing else may use the source meanwhile, and the job cannot be stopped
+        let job = r.job.unwrap();
+        assert_eq!(modify_tgt(&w, 2).return_value, 6);
+        let stop = w.engine.request_state_change(&job, 4);
+        assert_ne!(stop.return_value, 0, "{stop:?}");
+        w.sim.set_sync_step(SyncStep::Percent(25));
+        let j = w.wait_job(&job);
+        assert_eq!(j.job_state, 7, "{ct}: {j:?}");
+        // mirroring again, the source leg first, nothing copied for the switch
+        let t = w.table_of("real-src");
+        assert!(t.contains("nosync") && t.contains(" 8:0 "), "{ct}: {t}");
+        if ct == 2 {
+            assert!(t.contains("raid raid1") && t.ends_with(" 8:16"), "{t}");
+        } else {
+            assert!(t.contains(" 2 8:0 0 8:16 0 "), "{t}");
+        }
+        let v = &w.rels()[0];
+        assert_eq!((v.copy_type, v.sync_state), (ct, 6), "{v:?}");
+    }
+}
+
+#[test]
+fn a_restore_is_followed_to_the_end_by_a_new_daemon() {
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    assert_eq!(restore(&w, "src/tgt", false).return_value, 4096);
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let v = &e2.relationships().unwrap()[0];
+    assert_eq!(v.sync_state, SyncState::RestoreInProgress.value(), "{v:?}");
+    // (a clone cannot join the source meanwhile)
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert!(w.table_of("real-src").contains(" 2 8:0 0 8:16 0 "));
+    let v = &e2.relationships().unwrap()[0];
+    assert_eq!(v.sync_state, 6, "{v:?}");
+}
+
+#[test]
+fn a_leg_failing_during_a_restore() {
+    // the source's disk: the LUN moves onto the target's, which holds the whole image
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = restore(&w, "src/tgt", false);
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:16 0");
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    assert!(v
+        .progress_status
+        .as_deref()
+        .unwrap()
+        .contains("now runs on the target's disk"));
+    // the target's disk: the source is served alone, partly restored
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = restore(&w, "src/tgt", false);
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
+        .unwrap();
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:0 0");
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    assert!(v
+        .progress_status
+        .as_deref()
+        .unwrap()
+        .contains("partly restored"));
 }
