@@ -259,8 +259,27 @@ fn follow_merge(e: &Engine, rel_id: &str, ctx: &JobCtx) -> std::result::Result<(
 fn finish_merge(i: &Inner, rel: &Relationship) -> Result<()> {
     let origin = rel.stack().origin_table(i)?;
     i.swap_table(&rel.src_shim, &origin)?;
+    release_spent_target(i, rel)
+}
+
+/// Whether the snapshot handed its store over to a merge that has ended: its shim no longer a
+/// `snapshot` (parked on `error` by [`restore`], or already back on `linear`) while the source
+/// merges no more.
+fn spent(i: &Inner, rel: &Relationship) -> Result<bool> {
+    Ok(!is_restoring(i, rel)?
+        && matches!(
+            i.dm.table(&rel.tgt_shim)?.first().map(|l| &l.target),
+            Some(Target::Error | Target::Linear(_))
+        ))
+}
+
+/// The end of a restore once the source is `snapshot-origin` again: the target back on
+/// `linear`, the relationship ends.
+fn release_spent_target(i: &Inner, rel: &Relationship) -> Result<()> {
     let back = Inner::linear(rel.tgt_raw, rel.target_sectors);
-    i.swap_table(&rel.tgt_shim, &back)?;
+    if i.dm.table(&rel.tgt_shim)? != back {
+        i.swap_table(&rel.tgt_shim, &back)?;
+    }
     info!(relationship = %rel.id, "restore complete: the source holds the snapshot's image");
     relationship::forget(i, rel)
 }
@@ -390,9 +409,15 @@ impl Lifecycle for Snapshot {
 
     /// A merge the daemon was following goes on in the kernel: follow it to the end.
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
-        if is_restoring(&e.inner, rel)? {
+        let i = &*e.inner;
+        if is_restoring(i, rel)? {
             info!(relationship = %rel.id, "a restore is in progress: following it again");
             start_restore_job(e, rel)?;
+        } else if spent(i, rel)? {
+            // the merge completed, its job stopped before the target was released
+            info!(relationship = %rel.id, "a restore completed before the daemon (re)started: ending it");
+            let _k = i.kernel_lock();
+            release_spent_target(i, rel)?;
         }
         Ok(())
     }

@@ -2325,3 +2325,29 @@ fn a_leg_failing_during_a_restore() {
         .unwrap()
         .contains("partly restored"));
 }
+
+#[test]
+fn a_restore_whose_job_failed_at_its_very_end_is_ended_by_a_new_daemon() {
+    // the merge completes, then the release of the spent snapshot's shim, or the removal of
+    // the record, fails
+    for (op, dev) in [(SimOp::Load, "so-s0"), (SimOp::Remove, "rec4-s0")] {
+        let w = restore_world();
+        w.sim.set_sync_step(SyncStep::Percent(0));
+        let r = restore(&w, "src/s0", true);
+        assert_eq!(r.return_value, 4096, "{r:?}");
+        w.sim
+            .fail_next(op, Some(dev), crate::error::Error::Other("EIO".into()));
+        w.sim.set_sync_step(SyncStep::Percent(50));
+        let j = w.wait_job(r.job.as_ref().unwrap());
+        assert_eq!(j.job_state, 10, "{dev}: {j:?}");
+        assert!(w.table_of("so-src").contains("snapshot-origin"));
+        let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+        assert_eq!(
+            ids(&e2.relationships().unwrap()),
+            vec!["src/s1".to_string()],
+            "{dev}"
+        );
+        assert!(w.table_of("so-s0").contains("linear"), "{dev}");
+        assert!(!w.has_device("rec4-s0"), "{dev}");
+    }
+}
