@@ -8,7 +8,7 @@
 #  * a base image, built once and cached in $LIO_VM_DIR/initramfs/ under a key of its inputs:
 #    static busybox, the kernel module closure (LIO, device-mapper, md raid1, iSCSI initiator,
 #    virtio) with modules.dep, dmsetup, lvm (with an lvm.conf for a system without udev),
-#    kmod, iscsid/iscsiadm, their libraries, and glibc;
+#    kmod, iscsid/iscsiadm, sg_persist, their libraries, and glibc;
 #  * a small overlay rebuilt every time: /init, BINARY as /usr/bin/<name> with its libraries,
 #    and /e2e/ holding tests/e2e/lib.sh (or $E2E_LIB) and the SCENARIO files.
 # Needs scripts/vm/setup-host.sh to have run (it writes $LIO_VM_DIR/host.env).
@@ -109,6 +109,7 @@ EOF
   done
   copy_bin "$r" "$IROOT/sbin/iscsid" sbin/iscsid
   copy_bin "$r" "$IROOT/sbin/iscsiadm" sbin/iscsiadm
+  copy_bin "$r" "$IROOT/usr/bin/sg_persist" usr/bin/sg_persist
   # the glibc runtime any cargo-built binary needs, whatever ldd says about the binary at hand
   for l in libc.so.6 libm.so.6 libgcc_s.so.1 libpthread.so.0 libdl.so.2 librt.so.1; do
     cp -L "/$LIBDIR/$l" "$r/$LIBDIR/"

@@ -7,8 +7,10 @@
 #    of lio-replica (libdevmapper-dev, libclang-dev, pkg-config), ruby (Vagrantfile syntax
 #    check) and shellcheck (script lint);
 #  * the guest kernel: the package behind Debian's linux-image-amd64 metapackage, and
-#    open-iscsi with its two libraries, fetched with `apt-get download` and unpacked with
-#    `dpkg-deb -x` into the work dir. Nothing is installed into the host's boot path.
+#    open-iscsi with its two libraries and sg3-utils with its library (the initiator's
+#    `sg_persist`, for SCSI persistent reservations), fetched with `apt-get download` and
+#    unpacked with `dpkg-deb -x` into the work dir. Nothing is installed into the host's boot
+#    path.
 #
 # Writes $LIO_VM_DIR/host.env (KVER, KROOT, IROOT) for build-initramfs.sh and vm-test.
 # env: LIO_VM_DIR (default /var/tmp/lio-replica-vm)
@@ -108,7 +110,7 @@ unpack() { # dest-dir deb... : unpack once; the directory is complete when .done
 }
 
 fetch() { # sets KDEB and IDEBS
-  local deps kpkg pkgs=(open-iscsi libopeniscsiusr libisns0) p ver d
+  local deps kpkg pkgs=(open-iscsi libopeniscsiusr libisns0 sg3-utils libsgutils2-1.46-2) p ver d
   deps=$(apt-cache depends linux-image-amd64 2>/dev/null) || return 1
   kpkg=$(awk '/Depends: linux-image-[0-9]/{print $2}' <<<"$deps" | head -n1)
   [ -n "$kpkg" ] || { echo "setup-host: cannot resolve linux-image-amd64" >&2; return 1; }
@@ -128,7 +130,7 @@ fetch() { # sets KDEB and IDEBS
 if ! fetch && ! { apt_update && fetch; }; then
   # offline, or the mirror moved on: a previous complete set-up is still good
   if [ -r "$W/host.env" ]; then
-    say "WARNING: could not fetch the kernel/open-iscsi packages; using the previous set-up"
+    say "WARNING: could not fetch the kernel/open-iscsi/sg3-utils packages; using the previous set-up"
     exit 0
   fi
   exit 1
@@ -147,7 +149,7 @@ KVER=$(ls "$KROOT/lib/modules")
 IKEY=$(for d in "${IDEBS[@]}"; do basename "$d"; done | sha256sum | cut -c1-12)
 IROOT=$W/iscsi/$IKEY
 if [ ! -e "$IROOT/.done" ]; then
-  say "unpacking open-iscsi"
+  say "unpacking open-iscsi and sg3-utils"
   unpack "$IROOT" "${IDEBS[@]}"
 fi
 

@@ -527,7 +527,10 @@ fn so_template(prefix: &str, hba_index: u32) -> Template {
         )
         .ro("pr/res_pr_generation", "0x00000000")
         .ro("pr/res_pr_holder_tg_port", "No SPC-3 Reservation holder")
-        .ro("pr/res_pr_registered_i_pts", "None")
+        .ro(
+            "pr/res_pr_registered_i_pts",
+            "SPC-3 PR Registrations:\nNone",
+        )
         .ro("pr/res_pr_type", "SPC-3 Reservation Type: None")
         .ro("pr/res_type", "SPC_PASSTHROUGH")
         .ro("pr/res_aptpl_active", "APTPL Bit Status: Disabled")

@@ -154,6 +154,49 @@ impl ConfigFs {
         out
     }
 
+    /// What a storage object holds that lives only in the kernel and is lost when the object
+    /// is deleted and created again: SCSI persistent reservation registrations and a
+    /// reservation (`pr/`), its own ALUA target port groups (`alua/` besides
+    /// `default_tg_pt_gp`) and a membership of an ALUA LU group other than the default. One
+    /// line for each, empty when there is none.
+    pub fn kernel_only_state(&self, so: &StorageObject) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let attr = |rel: &str| read_attr(&so.path.join(rel)).unwrap_or_default();
+        let regs = attr("pr/res_pr_registered_i_pts");
+        let regs: Vec<&str> = regs
+            .lines()
+            .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0'))
+            // (the kernel heads the list with "SPC-3 PR Registrations:", or says "None")
+            .filter(|l| !l.is_empty() && *l != "None" && !l.ends_with("Registrations:"))
+            .collect();
+        if !regs.is_empty() {
+            out.push(format!(
+                "persistent reservation registrations: {}",
+                regs.join("; ")
+            ));
+        }
+        let holder = attr("pr/res_holder");
+        if holder.contains("Initiator:") {
+            out.push(format!("a reservation: {}", holder.trim()));
+        }
+        let groups: Vec<String> = child_dirs(&so.path.join("alua"))?
+            .into_iter()
+            .filter(|g| g != "default_tg_pt_gp")
+            .collect();
+        if !groups.is_empty() {
+            out.push(format!("ALUA target port groups: {}", groups.join(", ")));
+        }
+        let lu_gp = attr("alua_lu_gp");
+        if let Some(alias) = lu_gp
+            .lines()
+            .find_map(|l| l.strip_prefix("LU Group Alias: "))
+            .filter(|a| *a != "default_lu_gp")
+        {
+            out.push(format!("membership of the ALUA LU group {alias}"));
+        }
+        Ok(out)
+    }
+
     /// The initiators logged in through the TPG at `tpg`: those with a session on a dynamic ACL
     /// (`dynamic_sessions`, one name a line) and each explicit ACL whose `info` names its
     /// session's initiator (without a session it reads "No active iSCSI Session").

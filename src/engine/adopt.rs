@@ -294,6 +294,19 @@ pub(crate) fn adopt(i: &Inner, el: &Resolved) -> Result<Backing> {
         return Ok(b);
     }
     let so = &el.so;
+    // Re-creating the object would drop these without the initiators being told: clustered
+    // hosts (failover clusters, Pacemaker, VMware) would lose their reservations.
+    let lost = i.cfs.kernel_only_state(so)?;
+    if !lost.is_empty() {
+        return Err(Error::InUse(format!(
+            "{} cannot be adopted: adoption re-creates its backstore, which would drop its {}. \
+             These are not carried over; release them first (the initiators' reservations \
+             with `sg_persist --out --release/--register`, the groups under its alua/ \
+             directory), or leave this object unreplicated",
+            so.element(),
+            lost.join("; ")
+        )));
+    }
     let shim = names::shim(&so.name)?;
     let raw_path = so
         .udev_path

@@ -64,14 +64,20 @@ pub(crate) fn source_leg(i: &Inner, m: &MirrorParams) -> Result<Option<String>> 
 pub(crate) fn start(e: &Engine, rel: &Relationship, force: bool) -> Result<Attached> {
     let i = &*e.inner;
     let pr = relationship::progress(i, rel)?;
-    if let Some(why) = rel.broken.clone().or(pr.failed.clone()) {
-        return Err(Error::Invalid(format!(
-            "relationship {} is broken ({why}): its target is not known to hold a whole image; \
-             nothing was restored",
-            rel.id
-        )));
+    // a raid1 serving from the target's disk alone, its source's disk failed: the target
+    // holds everything
+    let raid_legs = relationship::failed_raid_legs(i, rel)?;
+    let source_lost = raid_legs == [0];
+    if !source_lost {
+        if let Some(why) = rel.broken.clone().or(pr.failed.clone()) {
+            return Err(Error::Invalid(format!(
+                "relationship {} is broken ({why}): its target is not known to hold a whole \
+                 image; nothing was restored",
+                rel.id
+            )));
+        }
     }
-    if pr.replicating {
+    if pr.replicating && !source_lost {
         return Err(Error::Invalid(format!(
             "relationship {} is not fractured: its target mirrors the source, there is no \
              other image to restore; Fracture it first to keep an image",
@@ -90,6 +96,7 @@ pub(crate) fn start(e: &Engine, rel: &Relationship, force: bool) -> Result<Attac
     relationship::swap_real(i, rel, &table)?;
     info!(relationship = %rel.id, device = %rel.real, disk = %rel.tgt_raw, "restoring: the real device reads from the target's disk and copies it onto the source's");
     i.rels.update(&rel.id, |r| {
+        r.broken = None;
         r.when_synced = None;
         r.fracture_writes = None;
         r.watch = 0;

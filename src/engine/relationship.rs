@@ -572,9 +572,23 @@ pub(crate) fn progress(i: &Inner, rel: &Relationship) -> Result<Progress> {
             })
         }
     };
+    let raid = line.target_type == "raid";
     let failed = failed_leg.map(|leg| {
+        // a raid1 degrades by itself: say which disk is gone and what serves
+        let serving = match (raid, leg) {
+            (true, 0) => {
+                " (the source's disk): the LUN is served from the target's disk alone; once \
+                 the source's disk is back or replaced, Restore (Operation 5) copies the \
+                 target onto it"
+            }
+            (true, _) => {
+                " (the target's disk): the source's disk serves alone; once the target's disk \
+                 is back, Resync copies it again"
+            }
+            _ => "",
+        };
         format!(
-            "{} leg {leg}{} failed: health {}",
+            "{} leg {leg}{} failed: health {}{serving}",
             line.target_type,
             device.map(|d| format!(" ({d})")).unwrap_or_default(),
             health.iter().collect::<String>()
@@ -629,6 +643,21 @@ fn failed_mirror_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
     })
 }
 
+/// The legs of `rel`'s raid1 that the kernel marks dead (empty for other tables).
+pub(crate) fn failed_raid_legs(i: &Inner, rel: &Relationship) -> Result<Vec<usize>> {
+    let st = i.dm.status(&rel.table_dev)?;
+    Ok(match st.first() {
+        Some(l) if l.target_type == "raid" => RaidStatus::parse(&l.params)?
+            .health
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == 'D')
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// The failed legs of a mirror that matter to `rel`: the first (the source's, or during a
 /// restore the target's), and those on its own two disks (another copy may share the mirror).
 fn failed_legs_of(s: &MirrorStatus, rel: &Relationship) -> Vec<usize> {
@@ -664,10 +693,12 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
             .update(rel_id, |r| r.broken = Some(reason.to_string()));
     };
     let legs = failed_mirror_legs(i, &rel)?;
+    let raid_legs = failed_raid_legs(i, &rel)?;
     let rest = others(i, &rel);
-    if legs.contains(&0) && rest.is_empty() {
-        // (legs holds the source's leg and this relationship's own, nothing else)
-        let target_healthy = legs.len() == 1;
+    if (legs.contains(&0) || raid_legs.contains(&0)) && rest.is_empty() {
+        // (legs holds the source's leg and this relationship's own, nothing else; a raid1
+        // has just the two)
+        let target_healthy = legs.len() == 1 || raid_legs == [0];
         if let Some(reason) = rel
             .lifecycle()
             .source_leg_failed(i, &rel, &why, target_healthy)?
@@ -682,7 +713,7 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
         let reason = if legs.contains(&0) {
             format!("{why}; the source leg failed, the mirror is left as the kernel keeps it")
         } else {
-            format!("{why}; the source keeps serving from its leg")
+            why.clone()
         };
         warn!(relationship = %rel.id, reason = %reason, "relationship broken");
         set_broken(&reason);
@@ -1015,6 +1046,14 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
             "relationship {} cannot be resynchronised: its source's disk failed and the LUN \
              runs on the target's disk {}; Detach it, then attach a new target",
             rel.id, rel.tgt_raw
+        )));
+    }
+    if failed_raid_legs(i, rel)?.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "relationship {} cannot be resynchronised: its source's disk failed and the raid1 \
+             serves the LUN from the target's disk; once the source's disk is back (or \
+             replaced), Restore (Operation 5) copies the target onto it",
+            rel.id
         )));
     }
     let pr = progress(i, rel)?;

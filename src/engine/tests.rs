@@ -2351,3 +2351,107 @@ fn a_restore_whose_job_failed_at_its_very_end_is_ended_by_a_new_daemon() {
         assert!(!w.has_device("rec4-s0"), "{dev}");
     }
 }
+
+#[test]
+fn an_async_source_disk_failing_is_reported_and_restore_brings_it_back() {
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 2);
+    let real = DmName::new("real-src").unwrap();
+    w.sim.set_leg_failed(&real, 0).unwrap();
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    let why = v.progress_status.clone().unwrap();
+    assert!(
+        why.contains("(the source's disk)") && why.contains("served from the target's disk"),
+        "{why}"
+    );
+    // Resync would copy the failed disk: refused, pointing at Restore
+    let before = w.state();
+    let m = modify_tgt(&w, 4);
+    assert_eq!(m.return_value, 5, "{m:?}");
+    assert!(m.description.unwrap().contains("Restore (Operation 5)"));
+    assert_eq!(w.state(), before);
+    // the disk is back: Restore copies the target onto it, then the raid1 again
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let m = restore(&w, "src/tgt", false);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert!(w
+        .table_of("real-src")
+        .contains("mirror core 1 4096 2 8:16 0 8:0 0 "));
+    assert_eq!(w.rels()[0].sync_state, SyncState::RestoreInProgress.value());
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    let t = w.table_of("real-src");
+    assert!(t.contains("raid raid1") && t.contains("nosync"), "{t}");
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
+}
+
+#[test]
+fn an_async_target_disk_failing_says_the_source_serves_alone() {
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 2);
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
+        .unwrap();
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    let why = v.progress_status.clone().unwrap();
+    assert!(
+        why.contains("(the target's disk)") && why.contains("the source's disk serves alone"),
+        "{why}"
+    );
+    // a Restore needs the target whole
+    assert_eq!(restore(&w, "src/tgt", false).return_value, 5);
+}
+
+#[test]
+fn adoption_is_refused_while_the_backstore_holds_reservations_or_alua_groups() {
+    let w = world(&[64 * MB; 2]);
+    exported_pair(&w);
+    let so = w.cfs.find_storage_object(&Plugin::Block, "src").unwrap();
+    let put = |rel: &str, text: &str| {
+        let p = so.path.join(rel);
+        let mut perm = std::fs::metadata(&p).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
+        std::fs::set_permissions(&p, perm).unwrap();
+        std::fs::write(&p, text).unwrap();
+    };
+    let refused = |text: &str| {
+        let before = w.state();
+        for r in [
+            w.engine.adopt("block/src"),
+            w.attach("block/src", "block/tgt", 3),
+        ] {
+            assert_eq!(r.return_value, 6, "{r:?}");
+            let d = r.description.unwrap();
+            assert!(d.contains("cannot be adopted") && d.contains(text), "{d}");
+        }
+        assert_eq!(w.state(), before);
+    };
+    put(
+        "pr/res_pr_registered_i_pts",
+        "SPC-3 PR Registrations:\niSCSI Node: iqn.1993-08.org.debian:01:host7,i,0x23d000000 Key: 0x0000000000001234 PRgen: 0x00000000\n",
+    );
+    put(
+        "pr/res_holder",
+        "SPC-3 Reservation: iSCSI Initiator: iqn.1993-08.org.debian:01:host7,i,0x23d000000\n",
+    );
+    refused("registrations: iSCSI Node: iqn.1993-08.org.debian:01:host7");
+    refused("a reservation: SPC-3 Reservation");
+    put(
+        "pr/res_pr_registered_i_pts",
+        "SPC-3 PR Registrations:\nNone\n",
+    );
+    put("pr/res_holder", "No SPC-3 Reservation holder\n");
+    std::fs::create_dir(so.path.join("alua/site-a")).unwrap();
+    refused("ALUA target port groups: site-a");
+    std::fs::remove_dir(so.path.join("alua/site-a")).unwrap();
+    put("alua_lu_gp", "LU Group Alias: cluster\nLU Group ID: 3\n");
+    refused("the ALUA LU group cluster");
+    put(
+        "alua_lu_gp",
+        "LU Group Alias: default_lu_gp\nLU Group ID: 0\n",
+    );
+    assert_eq!(w.engine.adopt("block/src").return_value, 0);
+}

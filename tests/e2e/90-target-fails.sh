@@ -19,11 +19,6 @@ REC=lio-replica-v1-rec3-tgt
 # the target's disk behind a dm device of the scenario's own, to make it fail at will
 dmsetup create e2e-tleg --table "$LINEAR" || fail "cannot create e2e-tleg"
 TGT=/dev/mapper/e2e-tleg
-tleg() { # TABLE: swap e2e-tleg's table
-  log "e2e-tleg -> $1"
-  { dmsetup suspend e2e-tleg && dmsetup reload e2e-tleg --table "$1" && dmsetup resume e2e-tleg; } ||
-    fail "cannot swap e2e-tleg to $1"
-}
 rels() { lr --json relationships > /tmp/rels.json; }
 job_state() { lr --json job "$JOB" | jfield JobState; }
 
@@ -38,7 +33,7 @@ check '[ "$(jfield SyncState < /tmp/rels.json)" = 6 ]' "relationship Synchronize
 REL=$(jfield InstanceID < /tmp/rels.json)
 log "mirror status: $(dmsetup status lio-replica-v1-real-src)"
 IT=$(io_iterations)
-tleg "0 $N error"
+dm_swap e2e-tleg "0 $N error"
 # Broken shows as soon as the kernel marks the leg; the reason is complete once the daemon
 # has dropped it
 wait_for 30 'rels; [ "$(jfield SyncState < /tmp/rels.json)" = 12 ] && grep -q "dropped" /tmp/rels.json'
@@ -56,7 +51,7 @@ check '[ "$(io_iterations)" -ge "$WANT" ]' "the initiator keeps writing after th
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
 
 log "--- (b) the target is back: Resync"
-tleg "$LINEAR"
+dm_swap e2e-tleg "$LINEAR"
 lr --json resync "$REL" > /tmp/resync.json
 cat /tmp/resync.json >&9
 check '[ "$(jfield ReturnValue < /tmp/resync.json)" = 4096 ]' "resync of the broken relationship starts a job"
@@ -78,7 +73,7 @@ check '[ "$(md5dev "$TGT" "$MB")" = "$H_SRC" ]' "target leg == source leg ($H_SR
 log "--- (c) the target fails during the initial resync"
 run lr detach "$REL"
 check '[ $? -eq 0 ]' "detach exits 0"
-tleg "0 $N delay $D1 0 0 $D1 0 50"   # slow writes: the resync lasts
+dm_swap e2e-tleg "0 $N delay $D1 0 0 $D1 0 50"   # slow writes: the resync lasts
 io_start "$SD"
 lr --json attach block/src block/tgt --copy-type sync > /tmp/attach.json
 JOB=$(jfield Job < /tmp/attach.json)
@@ -88,7 +83,7 @@ lr --json job "$JOB" > /tmp/job.json
 check '[ "$(jfield JobState < /tmp/job.json)" = 4 ]' "job running at $(jfield PercentComplete < /tmp/job.json) %"
 log "mirror status: $(dmsetup status lio-replica-v1-real-src)"
 IT=$(io_iterations)
-tleg "0 $N error"
+dm_swap e2e-tleg "0 $N error"
 wait_for 60 '[ "$(job_state)" -ge 7 ]'
 lr --json job "$JOB" > /tmp/job.json
 cat /tmp/job.json >&9

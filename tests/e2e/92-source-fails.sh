@@ -15,15 +15,10 @@ N=$(dev_sectors "$D0")
 TGT=$(disk 1)
 
 devno() { printf '%d:%d' "0x$(stat -Lc %t "$1")" "0x$(stat -Lc %T "$1")"; }
-# the source's disk behind a dm device of the scenario's own, to make it fail at will
-leg() { # NAME TABLE: swap the leg device's table
-  log "$1 -> $2"
-  { dmsetup suspend "$1" && dmsetup reload "$1" --table "$2" && dmsetup resume "$1"; } ||
-    fail "cannot swap $1 to $2"
-}
 rels() { lr --json relationships > /tmp/rels.json; }
 broken() { rels; [ "$(jfield SyncState < /tmp/rels.json)" = 12 ]; }
 
+# the source's disk behind a dm device of the scenario's own, to make it fail at will (dm_swap)
 dmsetup create e2e-sleg --table "0 $N linear $D0 0" || fail "cannot create e2e-sleg"
 SRC=/dev/mapper/e2e-sleg
 fill_random "$SRC" 24 16
@@ -34,7 +29,7 @@ log "--- (a) the source's disk fails after the initial copy"
 run lr attach block/src block/tgt --copy-type sync --wait > /dev/null
 check '[ $? -eq 0 ]' "Sync mirror in sync"
 IT=$(io_iterations)
-leg e2e-sleg "0 $N error"
+dm_swap e2e-sleg "0 $N error"
 wait_for 30 broken
 cat /tmp/rels.json >&9
 check broken "relationship Broken (12)"
@@ -71,7 +66,7 @@ check '[ $? -eq 0 ]' "attach of a Sync mirror starts"
 sleep 2
 check '! lr --json relationships | grep -q "\"SyncState\": 6"' "the initial copy is still running"
 IT=$(io_iterations)
-leg e2e-sleg2 "0 $N error"
+dm_swap e2e-sleg2 "0 $N error"
 wait_for 30 broken
 cat /tmp/rels.json >&9
 check broken "relationship Broken (12)"

@@ -498,6 +498,14 @@ vpd_serial() {
   on_initiator "cat $_e2e_sys/vpd_pg80 $_e2e_sys/wwid 2>/dev/null" | tr -cd '0-9A-Za-z.:-'
 }
 
+# dm_swap NAME TABLE: put TABLE into the scenario's own dm device NAME (a disk made to fail,
+# or back again)
+dm_swap() {
+  log "$1 -> $2"
+  { dmsetup suspend "$1" && dmsetup reload "$1" --table "$2" && dmsetup resume "$1"; } ||
+    fail "cannot swap $1 to $2"
+}
+
 # dm_slow NAME DEV MS: a dm `delay` device over DEV whose writes take MS milliseconds (a slow
 # replica disk, so a resync lasts long enough to act on it); prints its path
 dm_slow() {
