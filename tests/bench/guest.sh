@@ -198,6 +198,19 @@ md5dev_at() { # DEV SKIP_MiB MiB
   dd if="$1" bs=1M skip="$2" count="$3" iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
 }
 
+# track.*: the Async relationship $REL is up and in sync: Fracture, the initiator rewrites 1 %
+# of the LUN, Resync until its job ends; against the same relationship's full initial copy
+track_round() { # ROUND
+  run lr fracture "$REL" > /dev/null || { fail "fracture $REL"; return 1; }
+  dd if=/dev/urandom of="$SD" bs=1M count="$TRACK_MB" seek="$TRACK_SEEK" oflag=direct conv=notrunc 2>/dev/null ||
+    fail "rewrite of $TRACK_MB MiB through the initiator"
+  _b_t0=$(now)
+  lr --json resync "$REL" > /tmp/b-resync.json 2>&1 || { fail "resync $REL: $(cat /tmp/b-resync.json)"; return 1; }
+  job_wait "$(jfield Job < /tmp/b-resync.json)"
+  bench "track.resync.$1" "$(since "$_b_t0")"
+  [ "$JSTATE" = 7 ] || fail "resync job ended in state $JSTATE"
+}
+
 part_io() {
   # Async needs 8 MiB beyond the source for dm-raid's metadata: the source is a dm linear
   # over the first DISK-16 MiB of disk 2 (the same LUN in every mode)
@@ -207,6 +220,9 @@ part_io() {
   [ "$IO_MB" -le $((_b_mb / 4)) ] || IO_MB=$((_b_mb / 4))
   IO_SEEK=$((_b_mb / 8))
   LAG_SEEK=$((_b_mb * 3 / 4))
+  TRACK_MB=$((_b_mb / 100 > 0 ? _b_mb / 100 : 1))
+  TRACK_SEEK=$((_b_mb / 2))
+  bench track.bytes $((TRACK_MB * 1048576))
   bench io.src_bytes $((_b_mb * 1048576))
   bench io.tput_bytes $((IO_MB * 1048576))
   bench io.lat_n $LAT_N
@@ -228,13 +244,14 @@ part_io() {
     check 'shim_table isrc | grep -q " linear "' "round $r: LUN on linear"
     io_measure linear $r
     attach_timed isrc itgt sync && bench "io.sync.resync.$r" "$T"
-    check 'shim_table isrc | grep -q " mirror "' "round $r: LUN on mirror"
+    check 'real_table isrc | grep -q " mirror "' "round $r: LUN on mirror"
     io_measure sync $r
     [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
     attach_timed isrc itgt async && bench "io.async.resync.$r" "$T"
-    check 'shim_table isrc | grep -q " raid raid1 .*write_mostly"' "round $r: LUN on raid1 write-mostly"
+    check 'real_table isrc | grep -q " raid raid1 .*write_mostly"' "round $r: LUN on raid1 write-mostly"
     io_measure async $r
     [ $r -ne 1 ] || part_lag
+    track_round $r
     [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
     r=$((r + 1))
   done
