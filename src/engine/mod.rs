@@ -337,8 +337,20 @@ impl Inner {
     /// Suspend `name`, load `table`, resume. On failure the device is left resumed with its
     /// old table.
     pub fn swap_table(&self, name: &DmName, table: &[TableLine]) -> Result<()> {
-        self.dm.suspend(name, false, self.opts.suspend_timeout)?;
-        if let Err(e) = self.dm.load(name, table) {
+        self.swap_table_checked(name, false, table, || Ok(()))
+    }
+
+    /// [`Self::swap_table`], the suspend `noflush` if asked, and `check` run while `name` is
+    /// suspended: if it fails, nothing is loaded.
+    pub(crate) fn swap_table_checked(
+        &self,
+        name: &DmName,
+        noflush: bool,
+        table: &[TableLine],
+        check: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.dm.suspend(name, noflush, self.opts.suspend_timeout)?;
+        if let Err(e) = check().and_then(|()| self.dm.load(name, table)) {
             self.resume_after_failure(name);
             return Err(e);
         }

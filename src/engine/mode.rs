@@ -144,23 +144,15 @@ pub(crate) fn swap_in_sync(i: &Inner, rel: &Relationship, table: &[TableLine]) -
         i.dm.table(dev)?.first().map(|l| &l.target),
         Some(Target::Mirror(_))
     );
-    i.dm.suspend(dev, true, i.opts.suspend_timeout)?;
-    let checked = relationship::progress(i, rel).and_then(|pr| match pr.failed {
-        None if pr.replicating && (pr.synced || !mirror) => Ok(()),
-        failed => Err(Error::Invalid(format!(
-            "relationship {} is no longer in sync ({}); nothing was changed",
-            rel.id,
-            failed.unwrap_or_else(|| format!("{}%", pr.percent))
-        ))),
-    });
-    if let Err(e) = checked.and_then(|()| i.dm.load(dev, table)) {
-        i.resume_after_failure(dev);
-        return Err(e);
-    }
-    if let Err(e) = i.dm.resume(dev) {
-        let _ = i.dm.clear(dev);
-        i.resume_after_failure(dev);
-        return Err(e);
-    }
-    Ok(())
+    i.swap_table_checked(dev, true, table, || {
+        let pr = relationship::progress(i, rel)?;
+        match pr.failed {
+            None if pr.replicating && (pr.synced || !mirror) => Ok(()),
+            failed => Err(Error::Invalid(format!(
+                "relationship {} is no longer in sync ({}); nothing was changed",
+                rel.id,
+                failed.unwrap_or_else(|| format!("{}%", pr.percent))
+            ))),
+        }
+    })
 }

@@ -615,20 +615,7 @@ pub(crate) fn swap_replicating(i: &Inner, dev: &DmName, table: &[TableLine]) -> 
         i.dm.table(dev)?.first().map(|l| &l.target),
         Some(Target::Mirror(_))
     );
-    if !leaving_mirror {
-        return i.swap_table(dev, table);
-    }
-    i.dm.suspend(dev, true, i.opts.suspend_timeout)?;
-    if let Err(e) = i.dm.load(dev, table) {
-        i.resume_after_failure(dev);
-        return Err(e);
-    }
-    if let Err(e) = i.dm.resume(dev) {
-        let _ = i.dm.clear(dev);
-        i.resume_after_failure(dev);
-        return Err(e);
-    }
-    Ok(())
+    i.swap_table_checked(dev, leaving_mirror, table, || Ok(()))
 }
 
 /// The legs of the source's mirror that the kernel marks failed and that matter to `rel`: the

@@ -2286,44 +2286,30 @@ fn a_restore_is_followed_to_the_end_by_a_new_daemon() {
 
 #[test]
 fn a_leg_failing_during_a_restore() {
-    // the source's disk: the LUN moves onto the target's, which holds the whole image
-    let w = world(&[64 * MB, 65 * MB]);
-    synced_pair(&w, 3);
-    assert_eq!(modify_tgt(&w, 3).return_value, 0);
-    w.sim.set_sync_step(SyncStep::Percent(0));
-    let r = restore(&w, "src/tgt", false);
-    w.sim
-        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
-        .unwrap();
-    let j = w.wait_job(r.job.as_ref().unwrap());
-    assert_eq!(j.job_state, 10, "{j:?}");
-    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:16 0");
-    let v = &w.rels()[0];
-    assert_eq!(v.sync_state, 12, "{v:?}");
-    assert!(v
-        .progress_status
-        .as_deref()
-        .unwrap()
-        .contains("now runs on the target's disk"));
-    // the target's disk: the source is served alone, partly restored
-    let w = world(&[64 * MB, 65 * MB]);
-    synced_pair(&w, 3);
-    assert_eq!(modify_tgt(&w, 3).return_value, 0);
-    w.sim.set_sync_step(SyncStep::Percent(0));
-    let r = restore(&w, "src/tgt", false);
-    w.sim
-        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
-        .unwrap();
-    let j = w.wait_job(r.job.as_ref().unwrap());
-    assert_eq!(j.job_state, 10, "{j:?}");
-    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:0 0");
-    let v = &w.rels()[0];
-    assert_eq!(v.sync_state, 12, "{v:?}");
-    assert!(v
-        .progress_status
-        .as_deref()
-        .unwrap()
-        .contains("partly restored"));
+    for (leg, table, why) in [
+        // the source's disk: the LUN moves onto the target's, which holds the whole image
+        (1, "0 131072 linear 8:16 0", "now runs on the target's disk"),
+        // the target's disk: the source is served alone, partly restored
+        (0, "0 131072 linear 8:0 0", "partly restored"),
+    ] {
+        let w = world(&[64 * MB, 65 * MB]);
+        synced_pair(&w, 3);
+        assert_eq!(modify_tgt(&w, 3).return_value, 0);
+        w.sim.set_sync_step(SyncStep::Percent(0));
+        let r = restore(&w, "src/tgt", false);
+        w.sim
+            .set_leg_failed(&DmName::new("real-src").unwrap(), leg)
+            .unwrap();
+        let j = w.wait_job(r.job.as_ref().unwrap());
+        assert_eq!(j.job_state, 10, "leg {leg}: {j:?}");
+        assert_eq!(w.table_of("real-src"), table, "leg {leg}");
+        let v = &w.rels()[0];
+        assert_eq!(v.sync_state, 12, "leg {leg}: {v:?}");
+        assert!(
+            v.progress_status.as_deref().unwrap().contains(why),
+            "leg {leg}: {v:?}"
+        );
+    }
 }
 
 #[test]

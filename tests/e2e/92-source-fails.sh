@@ -36,11 +36,7 @@ check broken "relationship Broken (12)"
 check 'grep -q "runs on the target.s disk" /tmp/rels.json' "the reason says the LUN runs on the target's disk"
 check 'real_table src | grep -q " linear $(devno "$TGT") 0"' "the source's real device is on the target's disk: $(real_table src)"
 check 'shim_table tgt | grep -q " error"' "the target's own backstore is fenced: $(shim_table tgt)"
-WANT=$((IT + 16))
-wait_for 60 '[ "$(io_iterations)" -ge "$WANT" ]'
-check '[ "$(io_iterations)" -ge "$WANT" ]' "the initiator keeps writing after the failure ($IT -> $(io_iterations) writes)"
-check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
-check '[ "$(vpd_serial "$SD")" = "$SERIAL" ]' "the LUN keeps its serial"
+check_serving_on "$IT" "$SERIAL"
 run lr resync src/tgt 2> /tmp/resync.err
 RC=$?
 check '[ "$RC" -eq 5 ] && grep -q "attach a new target" /tmp/resync.err' "Resync is refused with what to do: $(cat /tmp/resync.err)"

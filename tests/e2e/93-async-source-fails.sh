@@ -31,11 +31,7 @@ cat /tmp/rels.json >&9
 check 'state_is 12' "relationship Broken (12)"
 check 'grep -q "(the source.s disk): the LUN is served from the target.s disk alone" /tmp/rels.json' \
   "the reason says the source's disk failed and the target's serves"
-WANT=$((IT + 16))
-wait_for 60 '[ "$(io_iterations)" -ge "$WANT" ]'
-check '[ "$(io_iterations)" -ge "$WANT" ]' "the initiator keeps writing after the failure ($IT -> $(io_iterations) writes)"
-check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
-check '[ "$(vpd_serial "$SD")" = "$SERIAL" ]' "the LUN keeps its serial"
+check_serving_on "$IT" "$SERIAL"
 run lr resync src/tgt 2> /tmp/resync.err
 RC=$?
 check '[ "$RC" -eq 5 ] && grep -q "Restore (Operation 5)" /tmp/resync.err' "Resync is refused with what to do: $(cat /tmp/resync.err)"

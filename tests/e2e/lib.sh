@@ -403,6 +403,16 @@ io_stop() {
   on_initiator "head -n 5 $E2E_IO_DIR/errors" | while IFS= read -r _e2e_l; do log "io: $_e2e_l"; done
 }
 
+# check_serving_on IT SERIAL: after a disk failure at writer iteration IT, the LUN keeps being
+# served: the writer gets 16 more writes done, with no I/O error, and the LUN keeps SERIAL
+check_serving_on() {
+  _e2e_want=$(($1 + 16)) _e2e_it=$1 _e2e_serial=$2
+  wait_for 60 '[ "$(io_iterations)" -ge "$_e2e_want" ]'
+  check '[ "$(io_iterations)" -ge "$_e2e_want" ]' "the initiator keeps writing after the failure ($_e2e_it -> $(io_iterations) writes)"
+  check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
+  check '[ "$(vpd_serial "$SD")" = "$_e2e_serial" ]' "the LUN keeps its serial"
+}
+
 # io_verify DEV: 0 if every writer slot of DEV (a device of this machine, e.g. a replica leg)
 # holds the writer's pattern; logs each mismatching slot
 io_verify() {
