@@ -1168,11 +1168,18 @@ pub(crate) fn mirror_state(
         return Ok(SyncState::Fractured);
     }
     v.percent_synced = pr.percent;
-    if !pr.synced && super::mirror_restore::restoring(i, rel)? {
-        v.progress_status = Some(format!(
-            "restoring the target's image onto the source, {}%; the LUN reads that image",
-            pr.percent
-        ));
+    // a restore in sync is still a restore until its job has put the own table back
+    if super::mirror_restore::restoring(i, rel)? {
+        v.progress_status = Some(if pr.synced {
+            "the target's image is restored onto the source; the relationship's own table \
+             goes back in next"
+                .into()
+        } else {
+            format!(
+                "restoring the target's image onto the source, {}%; the LUN reads that image",
+                pr.percent
+            )
+        });
         return Ok(SyncState::RestoreInProgress);
     }
     Ok(lc.replicating_state(&pr, v))

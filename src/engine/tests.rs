@@ -2339,6 +2339,48 @@ fn a_restore_whose_job_failed_at_its_very_end_is_ended_by_a_new_daemon() {
 }
 
 #[test]
+fn a_mirror_restore_in_sync_is_not_synchronized_until_its_own_table_is_back() {
+    let w = world(&[64 * MB, 65 * MB]);
+    synced_pair(&w, 3);
+    assert_eq!(modify_tgt(&w, 3).return_value, 0);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let r = restore(&w, "src/tgt", true);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    // the restore copies everything, then loading the own table fails
+    w.sim.fail_next(
+        SimOp::Load,
+        Some("real-src"),
+        crate::error::Error::Other("ENOMEM".into()),
+    );
+    w.sim.set_sync_step(SyncStep::Percent(100));
+    let j = w.wait_job(r.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    assert!(w
+        .table_of("real-src")
+        .contains("mirror core 1 4096 2 8:16 0 8:0 0 "));
+    let v = &w.rels()[0];
+    assert_eq!(v.sync_state, SyncState::RestoreInProgress.value(), "{v:?}");
+    assert!(
+        v.progress_status
+            .as_deref()
+            .unwrap()
+            .contains("own table goes back in"),
+        "{v:?}"
+    );
+    // a new daemon finishes it
+    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+    let jobs = e2.jobs().list();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let j = e2
+        .jobs()
+        .wait(&jobs[0].instance_id, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(j.job_state, 7, "{j:?}");
+    assert!(w.table_of("real-src").contains(" 2 8:0 0 8:16 0 "));
+    assert_eq!(e2.relationships().unwrap()[0].sync_state, 6);
+}
+
+#[test]
 fn an_async_source_disk_failing_is_reported_and_restore_brings_it_back() {
     let w = world(&[64 * MB, 65 * MB]);
     synced_pair(&w, 2);
