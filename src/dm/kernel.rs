@@ -548,6 +548,10 @@ impl DmBackend for KernelDm {
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {
         SysBlock::default().find(id)
     }
+
+    fn read_probe(&self, dev: Devno, timeout: Duration) -> Result<()> {
+        super::probe::read_first_block(dev, timeout)
+    }
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);

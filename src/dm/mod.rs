@@ -6,6 +6,7 @@
 
 pub mod identity;
 pub mod kernel;
+mod probe;
 pub mod sim;
 pub mod status;
 pub mod table;
@@ -171,4 +172,7 @@ pub trait DmBackend: Send + Sync {
     fn disk_identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>>;
     /// Every block device now present that matches `id`.
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>>;
+    /// Whether a disk still answers: its first 4 KiB read past the page cache, waiting at
+    /// most `timeout`. Tells a failed snapshot origin or COW store, which no status reports.
+    fn read_probe(&self, dev: Devno, timeout: Duration) -> Result<()>;
 }

@@ -254,6 +254,8 @@ struct State {
     cow_data: BTreeMap<String, u64>,
     /// Sectors written to a device, as a test says ([`SimDm::add_sectors_written`]).
     written: BTreeMap<String, u64>,
+    /// Disks whose reads fail ([`SimDm::set_disk_failed`]).
+    failed_disks: BTreeSet<Devno>,
 }
 
 /// What a device reference resolves to.
@@ -400,6 +402,16 @@ impl SimDm {
     /// live table with the inactive table dropped.
     pub fn set_suspend_hangs(&self, hangs: bool) {
         self.lock().suspend_hangs = hangs;
+    }
+
+    /// Make reads of a disk (any block device number) fail, or answer again.
+    pub fn set_disk_failed(&self, dev: Devno, failed: bool) {
+        let mut s = self.lock();
+        if failed {
+            s.failed_disks.insert(dev);
+        } else {
+            s.failed_disks.remove(&dev);
+        }
     }
 
     /// Mark leg `leg` of the first mirror/raid1 line of `name` dead (`D`) and raise an event.
@@ -1402,6 +1414,17 @@ impl DmBackend for SimDm {
 
     fn disk_identities(&self, devnos: &[Devno]) -> Result<Vec<DiskIdentity>> {
         devnos.iter().map(|d| self.identity_of(*d)).collect()
+    }
+
+    fn read_probe(&self, dev: Devno, _timeout: Duration) -> Result<()> {
+        if self.lock().failed_disks.contains(&dev) {
+            return Err(Error::io(
+                "read",
+                Path::new(&format!("/dev/block/{dev}")),
+                std::io::Error::from_raw_os_error(nix::libc::EIO),
+            ));
+        }
+        Ok(())
     }
 
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {

@@ -23,10 +23,11 @@ use super::plan::Plan;
 use super::relationship::{self, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
-use crate::dm::{DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
+use crate::dm::{Devno, DmName, Sectors, SnapshotParams, SnapshotStatus, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
 use crate::service::{CopyType, RelationshipView, SyncState};
+use std::time::Duration;
 use tracing::{info, warn};
 
 pub(crate) struct Snapshot;
@@ -88,6 +89,39 @@ fn drop_snapshot(i: &Inner, rel: &Relationship) -> Result<()> {
         })?;
         p.last(|| i.dm.resume(&rel.src_shim))
     })
+}
+
+/// How long a look at a snapshot waits for a read of one of its disks.
+const DISK_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the snapshot's image cannot be read whole, if one of its disks fails reads: the
+/// source's disk (which holds every chunk not copied out yet; only while the source's real
+/// device is that disk alone: a mirror under the source answers for its own legs) or the
+/// COW store. The kernel says nothing of either until a write needs a chunk copied.
+fn failed_disk(i: &Inner, rel: &Relationship) -> Result<Option<String>> {
+    let origin_disk = match i.dm.table(&rel.real)?.as_slice() {
+        [TableLine {
+            target: Target::Linear(l),
+            ..
+        }] => l.device.parse::<Devno>().ok(),
+        _ => None,
+    };
+    if let Some(dev) = origin_disk {
+        if let Err(e) = i.dm.read_probe(dev, DISK_PROBE_TIMEOUT) {
+            return Ok(Some(format!(
+                "the source's disk ({dev}) fails ({e}): the source fails too, and the image, \
+                 which shares every chunk not yet copied out with that disk, cannot be read \
+                 whole"
+            )));
+        }
+    }
+    if let Err(e) = i.dm.read_probe(rel.tgt_raw, DISK_PROBE_TIMEOUT) {
+        return Ok(Some(format!(
+            "the COW store's disk ({}) fails ({e}): the image is lost; the source is unaffected",
+            rel.tgt_raw
+        )));
+    }
+    Ok(None)
 }
 
 /// The COW store the source's origin is merging, if it is merging one.
@@ -389,6 +423,10 @@ impl Lifecycle for Snapshot {
             v.progress_status = Some(format!("{} is not a snapshot any more", rel.tgt_shim));
             return Ok(SyncState::Broken);
         }
+        if let Some(reason) = failed_disk(i, rel)? {
+            v.progress_status = Some(reason);
+            return Ok(SyncState::Broken);
+        }
         Ok(match SnapshotStatus::parse(&line.params)? {
             SnapshotStatus::Active { used, total, .. } => {
                 v.cow_used_sectors = Some(used);
@@ -399,8 +437,10 @@ impl Lifecycle for Snapshot {
             }
             other => {
                 v.progress_status = Some(format!(
-                    "snapshot is {other:?}: the COW store overflowed or failed; the image is \
-                     lost, the source is unaffected"
+                    "snapshot is {other:?}: the kernel gave it up when its COW store \
+                     overflowed, or when copying a chunk out failed (a read error on the \
+                     source's disk or a write error on the COW store); the image is lost, \
+                     the source is unaffected"
                 ));
                 SyncState::Broken
             }

@@ -5,7 +5,7 @@
 use super::*;
 use crate::configfs::fake::fake_tree;
 use crate::configfs::FsOps;
-use crate::dm::{SimDm, SimOp, SyncStep};
+use crate::dm::{Devno, SimDm, SimOp, SyncStep};
 use crate::names::Plugin;
 use crate::service::{JobState, Service, SyncState};
 use crate::testing::world::{fast_options, World, MB};
@@ -1684,6 +1684,49 @@ fn restore_world() -> World {
     )
     .unwrap();
     w
+}
+
+#[test]
+fn a_failing_source_disk_breaks_every_snapshot_a_failing_cow_store_only_its_own() {
+    let w = restore_world();
+    let states = |w: &World| -> Vec<(String, u16, String)> {
+        w.rels()
+            .into_iter()
+            .map(|v| {
+                (
+                    v.instance_id,
+                    v.sync_state,
+                    v.progress_status.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let (src, cow1) = (Devno::new(8, 0), Devno::new(8, 48));
+    assert!(w.table_of("so-s1").contains(&format!(" {cow1} P ")));
+    w.sim.set_disk_failed(cow1, true);
+    let st = states(&w);
+    assert_eq!((st[0].0.as_str(), st[0].1), ("src/s0", 11), "{st:?}");
+    assert_eq!((st[1].0.as_str(), st[1].1), ("src/s1", 12), "{st:?}");
+    assert!(
+        st[1].2.contains("the COW store's disk (8:48) fails")
+            && st[1].2.contains("Input/output error"),
+        "{st:?}"
+    );
+    w.sim.set_disk_failed(cow1, false);
+    assert!(states(&w).iter().all(|s| s.1 == 11), "{:?}", states(&w));
+
+    w.sim.set_disk_failed(src, true);
+    let st = states(&w);
+    for s in &st {
+        assert_eq!(s.1, 12, "{st:?}");
+        assert!(s.2.contains("the source's disk (8:0) fails"), "{st:?}");
+    }
+    // a mirror under the source answers for its disks itself: the snapshots read through it
+    w.sim.set_disk_failed(src, false);
+    assert_eq!(w.attach("block/src", "block/tgt", 3).return_value, 4096);
+    w.sim.set_disk_failed(src, true);
+    let st = states(&w);
+    assert!(st.iter().all(|s| s.1 != 12), "{st:?}");
 }
 
 fn restore(w: &World, rel: &str, force: bool) -> MethodResult {
