@@ -39,7 +39,7 @@ cat /tmp/rels.json >&9
 log "snapshot status: $(dmsetup status lio-replica-v1-so-tgt)"
 check '[ "$(jfield SyncState < /tmp/rels.json)" = 12 ]' "relationship Broken (12)"
 # (jfield stops at a comma: read the reason with grep)
-check 'grep -q "\"ProgressStatus\": \"snapshot is Invalid: the COW store overflowed" /tmp/rels.json' \
+check 'grep -q "\"ProgressStatus\": \"snapshot is Invalid: the kernel gave it up when its COW store overflowed" /tmp/rels.json' \
   "ProgressStatus gives the reason (snapshot Invalid, COW store overflowed)"
 check 'dmsetup status lio-replica-v1-so-tgt | grep -q " Invalid"' "the kernel reports the snapshot Invalid"
 check 'shim_table src | grep -q " snapshot-origin "' "the source is still a snapshot-origin"
