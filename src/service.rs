@@ -106,7 +106,8 @@ pub struct RelationshipView {
     /// Async only: the most writes the replica may be behind (dm-raid max_write_behind).
     pub max_lag_writes: Option<u32>,
     /// Whether changes made while fractured are tracked, so that Resync copies only them
-    /// (Async: raid1's write-intent bitmap); false: Resync copies everything.
+    /// (a raid1's write-intent bitmap: Async, or Sync whose target has the room); false: Resync
+    /// copies everything.
     pub change_tracking: bool,
 }
 

@@ -3,7 +3,8 @@
 //! target leg may lag by up to max_write_behind/2 outstanding writes (bounded lag, tracked by
 //! the write-intent bitmap). dm-raid needs a metadata device per leg; both are carved from the
 //! target's tail, so the target must be larger than the source by two metadata areas
-//! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default).
+//! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default). A Sync mirror whose target
+//! has that room is built here too, without `write_mostly` (see [`super::sync`]).
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
@@ -64,25 +65,35 @@ impl Lifecycle for AsyncMirror {
     fn maintained(&self) -> bool {
         true
     }
-
-    fn tracks_changes(&self) -> bool {
-        true
-    }
 }
 
 fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
-    let i = &*e.inner;
     check_room(
-        i,
+        &e.inner,
         &src.so.element(),
         src.sectors,
         &tgt.so.element(),
         tgt.sectors,
     )?;
-    let rel = Plan::new("attach Async").run(|p| {
-        let sb = adopt::adopt_step(i, &src, p)?;
-        let tb = adopt::adopt_step(i, &tgt, p)?;
-        let rel = Relationship::new(CopyType::Async, &sb, &tb)?;
+    attach_raid1(e, CopyType::Async, &src, &tgt, "asynchronous mirror")
+}
+
+/// Adopt both objects, record the relationship, carve the metadata from the target's tail and
+/// load the raid1 into the source's real device (rolled back on failure); a job follows the
+/// initial copy. Async mirrors, and Sync mirrors whose target has the room.
+pub(crate) fn attach_raid1(
+    e: &Engine,
+    ct: CopyType,
+    src: &Resolved,
+    tgt: &Resolved,
+    what: &str,
+) -> Result<Attached> {
+    let i = &*e.inner;
+    let rel = Plan::new(format!("attach {ct:?} on raid1")).run(|p| {
+        let sb = adopt::adopt_step(i, src, p)?;
+        let tb = adopt::adopt_step(i, tgt, p)?;
+        let mut rel = Relationship::new(ct, &sb, &tb)?;
+        rel.raid = true;
         relationship::create_tag_step(i, &rel, p)?;
         stack::ensure_step(i, &sb, p)?;
         let devnos = create_metadata(i, &rel, p)?;
@@ -98,7 +109,7 @@ fn attach(e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
     })?;
     let id = rel.id.clone();
     relationship::register(i, rel);
-    let job = relationship::start_job(e, &id, Finish::Keep, "asynchronous mirror")?;
+    let job = relationship::start_job(e, &id, Finish::Keep, what)?;
     Ok(Attached {
         code: ReturnCode::JobStarted,
         job: Some(job),

@@ -4,18 +4,18 @@
 //! that split, which is the moment the job completes; afterwards the target stands alone and
 //! no relationship remains.
 //!
-//! Beside a Sync mirror the copy is one more leg of that mirror. Beside an Async mirror the
-//! raid1 keeps the real device, and the copy replicates one level down, in a copy device
+//! Beside a Sync `mirror` the copy is one more leg of that mirror. Beside a raid1 (an Async
+//! mirror, or a Sync one whose target has the room) the raid1 keeps the real device, and the copy replicates one level down, in a copy device
 //! `copy-SOURCE` that takes the place of the source's disk under the raid1's source leg:
 //!
 //! ```text
 //! real-SRC  raid1  leg 0: copy-SRC  mirror <source's disk> <copy's disk>
-//!                  leg 1: the Async target
+//!                  leg 1: the raid1's target
 //! ```
 //!
 //! It is built in three table changes, each harmless alone: the copy device as `linear` over
 //! the disk, the raid1's source leg moved onto it (reloaded without `rebuild`: its metadata
-//! keeps what each leg holds, so the Async target is not copied again), then the copy
+//! keeps what each leg holds, so the raid1's target is not copied again), then the copy
 //! device's `mirror`, which from then on sees every write. The split goes the other way: the
 //! copy device back on `linear`, the raid1 back on the disk, the copy device removed.
 
@@ -31,12 +31,12 @@ pub(crate) struct FullCopy;
 
 impl Lifecycle for FullCopy {
     fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
-        let beside_async = e
+        let beside_raid1 = e
             .inner
             .relationships_of(&src.so.element())
             .iter()
-            .any(|r| r.copy_type == CopyType::Async);
-        let rel = if beside_async {
+            .any(|r| r.raid);
+        let rel = if beside_raid1 {
             under_raid(&e.inner, &src, &tgt)?
         } else {
             start_mirror(e, CopyType::UnSyncUnAssoc, &src, &tgt)?
@@ -98,9 +98,9 @@ impl Lifecycle for FullCopy {
     }
 }
 
-/// Build the copy in a copy device under the source's Async raid1 (see the module's notes).
+/// Build the copy in a copy device under the source's raid1 (see the module's notes).
 fn under_raid(i: &Inner, src: &Resolved, tgt: &Resolved) -> Result<Relationship> {
-    Plan::new("attach UnSyncUnAssoc beside Async").run(|p| {
+    Plan::new("attach UnSyncUnAssoc beside a raid1").run(|p| {
         let sb = adopt::adopt_step(i, src, p)?;
         let tb = adopt::adopt_step(i, tgt, p)?;
         let mut rel = Relationship::new(CopyType::UnSyncUnAssoc, &sb, &tb)?;

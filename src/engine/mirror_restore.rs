@@ -6,10 +6,10 @@
 //! region is not yet in sync) and copies that leg onto the other, so every read shows the
 //! target's image at once, every write goes to both disks, and a job follows the kernel's
 //! in-sync count. Once in sync, the relationship's own table is loaded again with `nosync`,
-//! as a mode change does ([`super::mode`]): the `mirror` with the source leg first for Sync,
-//! for Async a raid1 on zeroed metadata (a clean bitmap). The whole device is copied: the
-//! mirror keeps no record of what differs, and md cannot recover the source leg from the
-//! write-mostly one by an Async fracture's bitmap.
+//! as a mode change does ([`super::mode`]): the `mirror` with the source leg first for a Sync
+//! `mirror`, for a relationship on a raid1 its raid1 on zeroed metadata (a clean bitmap). The
+//! whole device is copied: the mirror keeps no record of what differs, and md cannot recover
+//! the source leg from the other one by a fracture's bitmap.
 //!
 //! The job cannot be stopped: the source holds part of the image until it ends. A daemon
 //! restart finds the restore from the table (a mirror whose first leg is the target's disk)
@@ -24,7 +24,6 @@ use super::relationship::{self, Finish, Relationship};
 use super::{mode, Attached, Engine, Inner};
 use crate::dm::{Devno, MirrorParams, MirrorStatus, Target};
 use crate::error::{Error, Result, ReturnCode};
-use crate::service::CopyType;
 use tracing::{info, warn};
 
 /// Whether the source's real device restores `rel`'s target onto the source now.
@@ -134,24 +133,23 @@ pub(crate) fn resume(e: &Engine, rel: &Relationship) -> Result<bool> {
 
 /// The restore's mirror is in sync: the relationship's own table again, with nothing copied.
 pub(crate) fn finish(i: &Inner, rel: &Relationship) -> Result<()> {
-    let table = match rel.copy_type {
-        CopyType::Async => {
-            let meta = rel.meta_names()?;
-            for m in &meta {
-                i.zero_head(m, i.opts.raid_meta_sectors)?;
-            }
-            let mut t = relationship::raid_table(
-                i,
-                rel,
-                [i.devno(&meta[0])?, i.devno(&meta[1])?],
-                rel.src_raw,
-            );
-            if let Some(Target::Raid(r)) = t.first_mut().map(|l| &mut l.target) {
-                r.nosync = true;
-            }
-            t
+    let table = if rel.raid {
+        let meta = rel.meta_names()?;
+        for m in &meta {
+            i.zero_head(m, i.opts.raid_meta_sectors)?;
         }
-        _ => relationship::mirror_table(i, rel.src_raw, &[rel.tgt_raw], rel.sectors, true),
+        let mut t = relationship::raid_table(
+            i,
+            rel,
+            [i.devno(&meta[0])?, i.devno(&meta[1])?],
+            rel.src_raw,
+        );
+        if let Some(Target::Raid(r)) = t.first_mut().map(|l| &mut l.target) {
+            r.nosync = true;
+        }
+        t
+    } else {
+        relationship::mirror_table(i, rel.src_raw, &[rel.tgt_raw], rel.sectors, true)
     };
     mode::swap_in_sync(i, rel, &table)?;
     info!(relationship = %rel.id, device = %rel.real, "restore complete: the source leg first again, nothing copied");

@@ -4,7 +4,7 @@
 //! | CopyType | module | device-mapper stack under the source backstore |
 //! |---|---|---|
 //! | 2 Async | [`async_copy`] | `raid raid1`, target leg `write_mostly` + `max_write_behind` |
-//! | 3 Sync | [`sync`] | `mirror` (source leg first, `handle_errors`) |
+//! | 3 Sync | [`sync`] | `raid raid1` where the target has the room, else `mirror` (source leg first, `handle_errors`) |
 //! | 4 UnSyncAssoc | [`snapshot`] | `snapshot-origin`; the target serves `snapshot` with itself as COW |
 //! | 5 UnSyncUnAssoc | [`clone`] | `mirror` until in sync, then split back to `linear` |
 //!

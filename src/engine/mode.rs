@@ -4,17 +4,21 @@
 //! Both types keep both legs identical once in sync, so the switch is one table swap: the old
 //! table is suspended (`noflush`: a mirror may hold writes for a failed leg), its status read
 //! while suspended must still say every leg is in sync (md's suspend has waited for the
-//! write-behind writes by then), and the new table is loaded with `nosync`, which tells the
-//! kernel that the legs need no copy. Reset To Async carves the raid1's metadata from the
-//! target's tail (so the target must have the room an Async attach needs) on zeroed devices:
-//! the raid1 starts with a clean bitmap, and a later Fracture tracks changes as usual. Reset
-//! To Sync loads a `mirror` and removes the metadata devices.
+//! write-behind writes by then), and the new table goes in.
+//!
+//! A mirror on a raid1 (every Async one, a Sync one whose target has the room) keeps its
+//! raid1: only the target leg's `write_mostly` changes, on the same metadata, so md goes on
+//! from its superblocks and bitmap (and keeps the `max_write_behind` it was created with). A
+//! Sync `mirror` becoming Async gets a raid1 whose metadata is carved from the target's tail
+//! (so the target must have the room an Async attach needs) on zeroed devices, loaded with
+//! `nosync`, which tells the kernel that the legs need no copy: it starts with a clean bitmap,
+//! and a later Fracture tracks changes as usual.
 //!
 //! The relationship's record is named after its copy type, so the switch creates the new
 //! record before the swap and removes the old one after it. A daemon stopped in between finds
 //! two records of one target; the real device's table says which one holds (see
-//! [`super::relationship::rediscover`]), and metadata devices no Async mirror uses are removed
-//! at start.
+//! [`super::relationship::rediscover`]), and metadata devices no raid1 uses are removed at
+//! start.
 
 use super::plan::Plan;
 use super::relationship::{self, Relationship};
@@ -45,51 +49,41 @@ pub(crate) fn reset(e: &Engine, rel: &Relationship, op: Operation) -> Result<Att
     let new = Relationship {
         copy_type: to,
         tag: names::tag(to, &rel.target_name)?,
+        raid: true,
         ..rel.clone()
     };
-    let kind = match to {
-        CopyType::Async => "raid1",
-        _ => "mirror",
-    };
     Plan::new(format!("reset {} to {to:?}", rel.id)).run(|p| {
-        let table = match to {
-            CopyType::Async => {
-                let meta = async_copy::create_metadata(i, &new, p)?;
-                let mut t = relationship::raid_table(i, &new, meta, rel.src_raw);
-                if let Some(Target::Raid(r)) = t.first_mut().map(|l| &mut l.target) {
-                    r.nosync = true;
-                }
-                t
+        let table = if rel.raid {
+            // the same array: its superblocks say the legs are in sync
+            let [m0, m1] = rel.meta_names()?;
+            relationship::raid_table(i, &new, [i.devno(&m0)?, i.devno(&m1)?], rel.src_raw)
+        } else {
+            let meta = async_copy::create_metadata(i, &new, p)?;
+            let mut t = relationship::raid_table(i, &new, meta, rel.src_raw);
+            if let Some(Target::Raid(r)) = t.first_mut().map(|l| &mut l.target) {
+                r.nosync = true;
             }
-            _ => relationship::mirror_table(i, rel.src_raw, &[rel.tgt_raw], rel.sectors, true),
+            t
         };
         relationship::create_tag_step(i, &new, p)?;
         // the last step: nothing after it can fail the plan
         p.last(|| swap_in_sync(i, rel, &table))
     })?;
-    info!(relationship = %rel.id, device = %rel.real, table = kind, copy_type = ?to, "mirror type changed without a copy");
-    super::journal::crash_point(&format!("load {kind} on {}", rel.real));
+    info!(relationship = %rel.id, device = %rel.real, write_mostly = (to == CopyType::Async), copy_type = ?to, "mirror type changed without a copy");
+    super::journal::crash_point(&format!("load raid1 on {}", rel.real));
     i.rels.update(&rel.id, |r| {
         r.copy_type = to;
         r.tag = new.tag.clone();
-        // a Sync mirror's watcher stops; Reset To Sync starts a new one below
+        r.raid = true;
+        // a Sync mirror's watcher stops: a raid1 degrades by itself
         r.watch = 0;
     });
-    // What stays of the old type is removed now, or by the next start if this fails.
-    let mut leftovers = vec![rel.tag.clone()];
-    if to == CopyType::Sync {
-        leftovers.extend(rel.meta_names()?);
-    }
-    for d in leftovers {
-        match i.dm.remove(&d) {
-            Ok(()) => info!(device = %d, relationship = %rel.id, "removed device"),
-            Err(err) => {
-                warn!(device = %d, error = %err, "cannot remove a device of the old copy type; the next start removes it")
-            }
+    // The old record is removed now, or by the next start if this fails.
+    match i.dm.remove(&rel.tag) {
+        Ok(()) => info!(device = %rel.tag, relationship = %rel.id, "removed device"),
+        Err(err) => {
+            warn!(device = %rel.tag, error = %err, "cannot remove the old copy type's record; the next start removes it")
         }
-    }
-    if to == CopyType::Sync {
-        relationship::watch(&e.inner, &rel.id);
     }
     Ok(done)
 }
@@ -127,7 +121,7 @@ fn check_switchable(i: &Inner, rel: &Relationship, op: Operation) -> Result<()> 
             pr.percent
         )));
     }
-    if rel.copy_type == CopyType::Sync {
+    if !rel.raid {
         async_copy::check_room(i, &rel.source, rel.sectors, &rel.target, rel.target_sectors)?;
     }
     Ok(())

@@ -76,6 +76,12 @@ pub struct Relationship {
     /// Resync copies only what the bitmap says when that count has not moved since. `None`
     /// (not fractured so, or the daemon restarted since): Resync copies everything.
     pub fracture_writes: Option<u64>,
+    /// Whether it replicates in a dm-raid raid1 whose metadata (superblocks and write-intent
+    /// bitmap) is carved from the target's tail: every Async mirror, and a Sync mirror whose
+    /// target has that room. Such a mirror tracks what changes while a leg is out (Fracture,
+    /// a failed target, a reboot) and copies only that. A Sync mirror on a same-size target
+    /// is a dm `mirror`, whose region log lives in memory: it copies everything again.
+    pub raid: bool,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -108,6 +114,7 @@ impl Relationship {
             broken: None,
             watch: 0,
             fracture_writes: None,
+            raid: ct == CopyType::Async,
         })
     }
 
@@ -242,11 +249,6 @@ pub(crate) trait Lifecycle: Sync {
     }
     /// Whether the target is kept up to date (CIM SyncMaintained).
     fn maintained(&self) -> bool;
-    /// Whether a Fracture keeps a record of what changes afterwards, so that a Resync copies
-    /// only that (raid1's write-intent bitmap, the target leg left out as `- -`).
-    fn tracks_changes(&self) -> bool {
-        false
-    }
     /// With the kernel lock held: the source's leg of its mirror failed (and no other copy
     /// shares the mirror); `target_healthy`: the kernel marks the target's leg healthy.
     /// Returns the reason once handled; `None` leaves the mirror as the kernel keeps it.
@@ -374,7 +376,7 @@ pub(crate) fn real_table(
     };
     match here.as_slice() {
         [] => Ok(Inner::linear(base, st.sectors)),
-        [r] if r.copy_type == CopyType::Async => {
+        [r] if r.raid => {
             let [m0, m1] = r.meta_names()?;
             let mut t = raid_table(i, r, [i.devno(&m0)?, i.devno(&m1)?], base);
             // a change-tracked fracture stays one while other relationships change the table
@@ -440,8 +442,9 @@ fn table_without(i: &Inner, rel: &Relationship) -> Result<Vec<TableLine>> {
 /// keep their priority.
 const RAID_MAX_RECOVERY_KIB: u64 = 4_000_000;
 
-/// The raid1 of an Async relationship, its source leg on `base` (the source's disk, or the
-/// copy device over it).
+/// The raid1 of a relationship on one ([`Relationship::raid`]), its source leg on `base` (the
+/// source's disk, or the copy device over it). Async: the target leg is `write_mostly`, so a
+/// write completes once the source leg has it; Sync: a write completes on both legs.
 ///
 /// No `rebuild`: the metadata devices say what each leg holds. Zeroed (a new relationship, a
 /// Resync) they make a new array, which md resynchronises in full, reading from the leg that
@@ -462,7 +465,13 @@ pub(crate) fn raid_table(
             region_size: None,
             nosync: false,
             rebuild: Vec::new(),
-            write_mostly: vec![1],
+            // (max_write_behind for Sync too: md keeps it in the bitmap's superblock from
+            // the array's creation on, so that a Reset To Async needs only write_mostly)
+            write_mostly: if rel.copy_type == CopyType::Async {
+                vec![1]
+            } else {
+                Vec::new()
+            },
             max_write_behind: Some(i.opts.max_write_behind),
             max_recovery_rate: Some(RAID_MAX_RECOVERY_KIB),
             devices: vec![
@@ -1006,7 +1015,7 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
         }));
     }
     // tracking: the target leg left out of the raid1, its bitmap marks what changes
-    let (table, written) = if rel.lifecycle().tracks_changes() {
+    let (table, written) = if rel.raid {
         let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
         leave_out_target_leg(&mut table);
         (table, Some(i.dm.sectors_written(&rel.tgt_shim)?))
@@ -1127,7 +1136,7 @@ pub(crate) fn view(i: &Inner, rel: &Relationship) -> RelationshipView {
         cow_used_sectors: None,
         cow_total_sectors: None,
         max_lag_writes: None,
-        change_tracking: lc.tracks_changes(),
+        change_tracking: rel.raid,
     };
     let state = match lc.live_state(i, rel, &mut v) {
         Ok(s) => s,
@@ -1226,6 +1235,11 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         _ => sectors_of_devno(tgt_raw).unwrap_or(sectors),
     };
     let real = names::real(&src_name)?;
+    let raid = match ct {
+        CopyType::Async => true,
+        CopyType::Sync => sync_on_raid(i, &src_name, src_raw)?,
+        _ => false,
+    };
     let copy = names::copy(&src_name)?;
     let table_dev = if ct == CopyType::UnSyncUnAssoc && i.dm.info(&copy)?.is_some() {
         copy
@@ -1253,7 +1267,22 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         broken,
         watch: 0,
         fracture_writes: None,
+        raid,
     })
+}
+
+/// Whether a rediscovered Sync mirror is on a raid1: its source has raid metadata and its real
+/// device is not a dm `mirror` with the source's disk first (the table of a Sync mirror on a
+/// same-size target, beside which metadata can only be left from an interrupted Reset To
+/// Async). A restore in progress, a fracture and a degraded raid1 all keep the metadata.
+fn sync_on_raid(i: &Inner, src_name: &str, src_raw: Devno) -> Result<bool> {
+    if i.dm.info(&names::meta(0, src_name)?)?.is_none() {
+        return Ok(false);
+    }
+    Ok(!matches!(
+        i.dm.table(&names::real(src_name)?)?.first().map(|l| &l.target),
+        Some(Target::Mirror(m)) if m.legs.first().is_some_and(|l| src_raw.is_written_as(&l.device))
+    ))
 }
 
 /// Find relationships from the kernel's record devices and the shims' tables, and register
@@ -1287,7 +1316,8 @@ pub(crate) fn rediscover(e: &Engine) -> Result<Vec<String>> {
 
 /// Two records of one target are left by a mode change (see [`super::mode`]) that was
 /// stopped between creating the new record and removing the old one: the source's real device
-/// says which holds (a raid1 is Async, anything else Sync). The other record is removed.
+/// says which holds (a raid1 whose target leg is write-mostly is Async, anything else Sync).
+/// The other record is removed.
 fn drop_stale_records(i: &Inner, rels: Vec<Relationship>) -> Result<Vec<Relationship>> {
     let mut by_target: std::collections::BTreeMap<String, Vec<Relationship>> = Default::default();
     for r in rels {
@@ -1296,17 +1326,17 @@ fn drop_stale_records(i: &Inner, rels: Vec<Relationship>) -> Result<Vec<Relation
     let mut keep = Vec::new();
     for (_, mut recs) in by_target {
         if recs.len() > 1 {
-            let raid = recs.first().is_some_and(|r| {
+            let write_behind = recs.first().is_some_and(|r| {
                 matches!(
                     i.dm.table(&r.real)
                         .ok()
                         .as_deref()
                         .and_then(|t| t.first())
                         .map(|l| &l.target),
-                    Some(Target::Raid(_))
+                    Some(Target::Raid(p)) if p.write_mostly.contains(&1)
                 )
             });
-            let holds = if raid {
+            let holds = if write_behind {
                 CopyType::Async
             } else {
                 CopyType::Sync
@@ -1339,14 +1369,12 @@ pub(crate) fn collapse_unused_stacks(i: &Inner) -> Result<()> {
             warn!(device = %d.name, "a copy device no relationship uses is still open; left as is");
         }
     }
-    // raid metadata no Async mirror uses (a mode change to Sync or an attach interrupted)
+    // raid metadata no raid1 mirror uses (an attach or a mode change interrupted)
     for d in &devices {
         let Some(obj) = names::meta_object(&d.name) else {
             continue;
         };
-        if i.rels
-            .any(|r| r.source_name == obj && r.copy_type == CopyType::Async)
-        {
+        if i.rels.any(|r| r.source_name == obj && r.raid) {
             continue;
         }
         if d.open_count == 0 {

@@ -1,14 +1,19 @@
-//! CopyType 3 Sync: the source's real device becomes a dm `mirror` with the source leg first
-//! and `handle_errors`; a write completes only when both legs have it. A job follows the
-//! initial resync from the kernel's in-sync region count; the relationship stays
-//! Synchronized after, and a watcher drops a target leg the kernel marks failed. A failed
-//! source leg moves the LUN onto the target's disk when the target is whole.
+//! CopyType 3 Sync: a write completes only when both legs have it. Where the target has the
+//! room of an Async copy (two metadata areas past the source's size), the source's real
+//! device becomes a dm-raid raid1 like an Async mirror's, without `write_mostly`: its
+//! write-intent bitmap makes a Fracture, a failed target leg and a reboot copy only what
+//! changed, and md degrades by itself when either disk fails. On a same-size target (or
+//! joining a full copy that runs in a mirror) it is a dm `mirror` with the source leg first and
+//! `handle_errors`, which keeps no change log: a watcher drops a target leg the kernel marks
+//! failed, a failed source leg moves the LUN onto the target's disk when the target is whole,
+//! and every Resync copies everything. A job follows the initial copy from the kernel's
+//! in-sync count; the relationship stays Synchronized after.
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Relationship};
 use super::{adopt, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
-use crate::dm::{Sectors, TableLine, Target};
+use crate::dm::{DmName, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::service::CopyType;
 use tracing::info;
@@ -77,6 +82,18 @@ pub(crate) fn modify_mirror(
 
 impl Lifecycle for SyncMirror {
     fn attach(&self, e: &Engine, src: Resolved, tgt: Resolved) -> Result<Attached> {
+        let i = &*e.inner;
+        let room = super::async_copy::check_room(
+            i,
+            &src.so.element(),
+            src.sectors,
+            &tgt.so.element(),
+            tgt.sectors,
+        )
+        .is_ok();
+        if room && relationship::replicating(i, &src.so.name).is_empty() {
+            return super::async_copy::attach_raid1(e, CopyType::Sync, &src, &tgt, "synchronise");
+        }
         let rel = start_mirror(e, CopyType::Sync, &src, &tgt)?;
         let id = rel.id.clone();
         relationship::register(&e.inner, rel);
@@ -101,6 +118,7 @@ impl Lifecycle for SyncMirror {
     /// The source's disk failed. With the target in sync the LUN moves onto the target's
     /// disk; during the initial copy it gets the failed disk's errors at once instead of
     /// writes held by the mirror (see [`source_failed`]).
+    /// (A raid1 has served from the target's leg by itself already.)
     fn source_leg_failed(
         &self,
         i: &Inner,
@@ -108,14 +126,17 @@ impl Lifecycle for SyncMirror {
         why: &str,
         target_healthy: bool,
     ) -> Result<Option<String>> {
+        if rel.raid {
+            return Ok(None);
+        }
         source_failed(i, rel, why, target_healthy).map(Some)
     }
 
     /// A restore under way gets a job that finishes it; otherwise a failed leg under a
-    /// rediscovered mirror must be dropped as soon as it shows (the kernel holds its writes
+    /// rediscovered `mirror` must be dropped as soon as it shows (the kernel holds its writes
     /// meanwhile).
     fn resume(&self, e: &Engine, rel: &Relationship) -> Result<()> {
-        if !super::mirror_restore::resume(e, rel)? {
+        if !super::mirror_restore::resume(e, rel)? && !rel.raid {
             relationship::watch(&e.inner, &rel.id);
         }
         Ok(())
@@ -125,9 +146,21 @@ impl Lifecycle for SyncMirror {
         true
     }
 
-    /// From now on a watcher drops a target leg the kernel marks failed.
+    /// The raid1 metadata devices, on a raid1.
+    fn metadata(&self, rel: &Relationship) -> Result<Vec<DmName>> {
+        Ok(if rel.raid {
+            rel.meta_names()?.to_vec()
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// From now on a watcher drops a target leg the kernel marks failed (a `mirror` holds the
+    /// writes for it; a raid1 degrades by itself).
     fn once_synced(&self, e: &Engine, rel: &Relationship) {
-        relationship::watch(&e.inner, &rel.id);
+        if !rel.raid {
+            relationship::watch(&e.inner, &rel.id);
+        }
     }
 
     fn maintained(&self) -> bool {

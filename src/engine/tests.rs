@@ -566,103 +566,106 @@ fn real_loads(w: &World) -> Vec<String> {
 }
 
 #[test]
-fn an_async_fracture_tracks_changes_and_its_resync_copies_only_them() {
-    let w = world(&[64 * MB, 65 * MB]);
-    exported_pair(&w);
-    let r = w.attach("block/src", "block/tgt", 2);
-    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
-    let full = w.table_of("real-src");
-    assert_eq!(
-        w.engine
-            .modify_synchronization("src/tgt", 3, false)
-            .return_value,
-        0
-    );
-    // the target leg left out: md keeps the source serving, the bitmap marks what changes
-    let fractured = w.table_of("real-src");
-    assert!(fractured.ends_with(" 8:0 - -"), "{fractured}");
-    let v = &w.rels()[0];
-    assert_eq!(v.sync_state, SyncState::Fractured.value(), "{v:?}");
-    assert!(v.change_tracking);
-    assert!(
-        v.progress_status.as_deref().unwrap().contains("bitmap"),
-        "{v:?}"
-    );
-    assert_eq!(
-        w.engine
-            .modify_synchronization("src/tgt", 3, false)
-            .return_value,
-        5
-    );
-    // Resync: the leg back in, the metadata kept (no linear in between, no rebuild)
-    w.sim.clear_calls();
-    let m = w.engine.modify_synchronization("src/tgt", 4, false);
-    assert_eq!(m.return_value, 4096, "{m:?}");
-    let loads = real_loads(&w);
-    assert_eq!(loads.len(), 1, "{loads:?}");
-    assert!(
-        loads[0].contains("raid raid1") && !loads[0].contains("rebuild"),
-        "{loads:?}"
-    );
-    assert_eq!(w.table_of("real-src"), full);
-    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
-    assert_eq!(w.rels()[0].sync_state, 6);
+fn a_raid1_fracture_tracks_changes_and_its_resync_copies_only_them() {
+    // Async, and Sync on a raid1 (its target has the room)
+    for ct in [2u16, 3] {
+        let w = world(&[64 * MB, 65 * MB]);
+        exported_pair(&w);
+        let r = w.attach("block/src", "block/tgt", ct);
+        assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+        let full = w.table_of("real-src");
+        assert_eq!(
+            w.engine
+                .modify_synchronization("src/tgt", 3, false)
+                .return_value,
+            0
+        );
+        // the target leg left out: md keeps the source serving, the bitmap marks what changes
+        let fractured = w.table_of("real-src");
+        assert!(fractured.ends_with(" 8:0 - -"), "{fractured}");
+        let v = &w.rels()[0];
+        assert_eq!(v.sync_state, SyncState::Fractured.value(), "{v:?}");
+        assert!(v.change_tracking);
+        assert!(
+            v.progress_status.as_deref().unwrap().contains("bitmap"),
+            "{v:?}"
+        );
+        assert_eq!(
+            w.engine
+                .modify_synchronization("src/tgt", 3, false)
+                .return_value,
+            5
+        );
+        // Resync: the leg back in, the metadata kept (no linear in between, no rebuild)
+        w.sim.clear_calls();
+        let m = w.engine.modify_synchronization("src/tgt", 4, false);
+        assert_eq!(m.return_value, 4096, "{m:?}");
+        let loads = real_loads(&w);
+        assert_eq!(loads.len(), 1, "{loads:?}");
+        assert!(
+            loads[0].contains("raid raid1") && !loads[0].contains("rebuild"),
+            "{loads:?}"
+        );
+        assert_eq!(w.table_of("real-src"), full);
+        assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+        assert_eq!(w.rels()[0].sync_state, 6);
 
-    // a target written while fractured: everything is copied again, from new metadata
-    assert_eq!(
-        w.engine
-            .modify_synchronization("src/tgt", 3, false)
-            .return_value,
-        0
-    );
-    w.sim
-        .add_sectors_written(&DmName::new("so-tgt").unwrap(), 8);
-    w.sim.clear_calls();
-    let m = w.engine.modify_synchronization("src/tgt", 4, false);
-    assert_eq!(m.return_value, 4096, "{m:?}");
-    let loads = real_loads(&w);
-    assert_eq!(loads.len(), 2, "{loads:?}");
-    assert!(
-        loads[0].contains(" linear 8:0 0"),
-        "the raid1 lets go of its metadata first: {loads:?}"
-    );
-    assert_eq!(w.table_of("real-src"), full);
-    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+        // a target written while fractured: everything is copied again, from new metadata
+        assert_eq!(
+            w.engine
+                .modify_synchronization("src/tgt", 3, false)
+                .return_value,
+            0
+        );
+        w.sim
+            .add_sectors_written(&DmName::new("so-tgt").unwrap(), 8);
+        w.sim.clear_calls();
+        let m = w.engine.modify_synchronization("src/tgt", 4, false);
+        assert_eq!(m.return_value, 4096, "{m:?}");
+        let loads = real_loads(&w);
+        assert_eq!(loads.len(), 2, "{loads:?}");
+        assert!(
+            loads[0].contains(" linear 8:0 0"),
+            "the raid1 lets go of its metadata first: {loads:?}"
+        );
+        assert_eq!(w.table_of("real-src"), full);
+        assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
 
-    // a new daemon does not know what was written meanwhile: a full copy too
-    assert_eq!(
-        w.engine
-            .modify_synchronization("src/tgt", 3, false)
-            .return_value,
-        0
-    );
-    let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
-    let rels = e2.relationships().unwrap();
-    assert_eq!(rels[0].sync_state, SyncState::Fractured.value(), "{rels:?}");
-    w.sim.clear_calls();
-    let m = e2.modify_synchronization("src/tgt", 4, false);
-    assert_eq!(m.return_value, 4096, "{m:?}");
-    assert_eq!(real_loads(&w).len(), 2);
-    // Detach of a fractured one: the source back on its disk, the metadata gone
-    let j = e2
-        .jobs()
-        .wait(m.job.as_ref().unwrap(), Duration::from_secs(20))
-        .unwrap();
-    assert_eq!(j.job_state, 7, "{j:?}");
-    assert_eq!(
-        e2.modify_synchronization("src/tgt", 3, false).return_value,
-        0
-    );
-    assert_eq!(
-        e2.modify_synchronization("src/tgt", 2, false).return_value,
-        0
-    );
-    assert!(w.table_of("so-src").contains("linear 8:0 0"));
-    assert!(w
-        .sim
-        .info(&DmName::new("meta0-src").unwrap())
-        .unwrap()
-        .is_none());
+        // a new daemon does not know what was written meanwhile: a full copy too
+        assert_eq!(
+            w.engine
+                .modify_synchronization("src/tgt", 3, false)
+                .return_value,
+            0
+        );
+        let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+        let rels = e2.relationships().unwrap();
+        assert_eq!(rels[0].sync_state, SyncState::Fractured.value(), "{rels:?}");
+        w.sim.clear_calls();
+        let m = e2.modify_synchronization("src/tgt", 4, false);
+        assert_eq!(m.return_value, 4096, "{m:?}");
+        assert_eq!(real_loads(&w).len(), 2);
+        // Detach of a fractured one: the source back on its disk, the metadata gone
+        let j = e2
+            .jobs()
+            .wait(m.job.as_ref().unwrap(), Duration::from_secs(20))
+            .unwrap();
+        assert_eq!(j.job_state, 7, "{j:?}");
+        assert_eq!(
+            e2.modify_synchronization("src/tgt", 3, false).return_value,
+            0
+        );
+        assert_eq!(
+            e2.modify_synchronization("src/tgt", 2, false).return_value,
+            0
+        );
+        assert!(w.table_of("so-src").contains("linear 8:0 0"));
+        assert!(w
+            .sim
+            .info(&DmName::new("meta0-src").unwrap())
+            .unwrap()
+            .is_none());
+    }
 }
 
 #[test]
@@ -1454,7 +1457,7 @@ fn many_snapshots_and_a_mirror_on_one_source() {
 
 #[test]
 fn a_mirror_first_then_snapshots_and_a_clone_beside_snapshots() {
-    let w = world(&[64 * MB, 65 * MB, 64 * MB, 64 * MB, 64 * MB]);
+    let w = world(&[64 * MB, 64 * MB, 64 * MB, 64 * MB, 64 * MB]);
     exported_pair(&w);
     snapshot_targets(&w, 3);
     let r = w.attach("block/src", "block/tgt", 3);
@@ -2061,26 +2064,59 @@ fn modify_tgt(w: &World, op: u16) -> MethodResult {
     w.engine.modify_synchronization("src/tgt", op, false)
 }
 
+/// A Sync relationship on a dm `mirror` although its target has room for raid metadata: it
+/// joined a full copy running in a mirror, which has completed since.
+fn mirror_sync_pair(w: &World) {
+    exported_pair(w);
+    w.iblock("c", 2);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let c = w.attach("block/src", "block/c", 5);
+    assert_eq!(c.return_value, 4096, "{c:?}");
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(r.return_value, 4096, "{r:?}");
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(c.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("mirror core 2 4096 nosync 2 8:0 0 8:16 0 "),
+        "{t}"
+    );
+    let v = &w.rels()[0];
+    assert_eq!(
+        (v.copy_type, v.sync_state, v.change_tracking),
+        (3, 6, false)
+    );
+}
+
 #[test]
-fn reset_to_async_and_back_switches_the_mirror_without_a_copy() {
+fn reset_to_async_and_back_toggles_write_mostly_on_the_same_raid1() {
     let w = world(&[64 * MB, 65 * MB]);
     synced_pair(&w, 3);
+    // a Sync mirror whose target has the room is a raid1 without write_mostly
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("raid raid1") && !t.contains("write_mostly"),
+        "{t}"
+    );
+    assert!(w.rels()[0].change_tracking);
+    let meta = [w.table_of("meta0-src"), w.table_of("meta1-src")];
     w.sim.set_sync_step(SyncStep::Percent(0));
     let m = modify_tgt(&w, 11);
     assert_eq!((m.return_value, &m.job), (0, &None), "{m:?}");
     let t = w.table_of("real-src");
     assert!(
-        t.contains("raid raid1") && t.contains("nosync") && t.contains("write_mostly 1"),
+        t.contains("raid raid1") && t.contains("write_mostly 1"),
         "{t}"
     );
     assert!(w.has_device("rec2-tgt") && !w.has_device("rec3-tgt"));
-    assert!(w.has_device("meta0-src") && w.has_device("meta1-src"));
+    assert_eq!([w.table_of("meta0-src"), w.table_of("meta1-src")], meta);
     // in sync at once, with no copy able to progress: nothing was copied
     let v = &w.rels()[0];
     assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
     assert!(v.change_tracking);
     assert_eq!(v.max_lag_writes, Some(256));
-    // the former Sync mirror now tracks changes over a Fracture
+    // a Fracture is tracked as before
     assert_eq!(modify_tgt(&w, 3).return_value, 0);
     assert!(w.table_of("real-src").ends_with(" - -"));
     w.sim.set_sync_step(SyncStep::Percent(50));
@@ -2092,20 +2128,51 @@ fn reset_to_async_and_back_switches_the_mirror_without_a_copy() {
     let m = modify_tgt(&w, 10);
     assert_eq!((m.return_value, &m.job), (0, &None), "{m:?}");
     let t = w.table_of("real-src");
-    assert!(t.contains("mirror core 2") && t.contains("nosync"), "{t}");
+    assert!(
+        t.contains("raid raid1") && !t.contains("write_mostly"),
+        "{t}"
+    );
     assert!(w.has_device("rec3-tgt") && !w.has_device("rec2-tgt"));
-    assert!(!w.has_device("meta0-src") && !w.has_device("meta1-src"));
+    assert_eq!([w.table_of("meta0-src"), w.table_of("meta1-src")], meta);
     let v = &w.rels()[0];
     assert_eq!((v.copy_type, v.sync_state), (3, 6), "{v:?}");
-    assert!(!v.change_tracking && v.max_lag_writes.is_none());
+    assert!(v.change_tracking && v.max_lag_writes.is_none());
     // asking for the type it has changes nothing
     let before = w.state();
     assert_eq!(modify_tgt(&w, 10).return_value, 0);
     assert_eq!(w.state(), before);
-    // a new daemon finds the Sync mirror
+    // a new daemon finds the Sync mirror on its raid1
     let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
     let v = &e2.relationships().unwrap()[0];
-    assert_eq!((v.copy_type, v.sync_state), (3, 6), "{v:?}");
+    assert_eq!((v.copy_type, v.sync_state, v.change_tracking), (3, 6, true));
+}
+
+#[test]
+fn reset_to_async_of_a_sync_dm_mirror_builds_a_raid1_without_a_copy() {
+    let w = world(&[64 * MB, 65 * MB, 64 * MB]);
+    mirror_sync_pair(&w);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let m = modify_tgt(&w, 11);
+    assert_eq!((m.return_value, &m.job), (0, &None), "{m:?}");
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("raid raid1") && t.contains("nosync") && t.contains("write_mostly 1"),
+        "{t}"
+    );
+    assert!(w.has_device("rec2-tgt") && !w.has_device("rec3-tgt"));
+    assert!(w.has_device("meta0-src") && w.has_device("meta1-src"));
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state, v.change_tracking), (2, 6, true));
+    // and back: Sync on that raid1, tracking changes from now on
+    let m = modify_tgt(&w, 10);
+    assert_eq!(m.return_value, 0, "{m:?}");
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("raid raid1") && !t.contains("write_mostly"),
+        "{t}"
+    );
+    let v = &w.rels()[0];
+    assert_eq!((v.copy_type, v.sync_state, v.change_tracking), (3, 6, true));
 }
 
 #[test]
@@ -2157,10 +2224,10 @@ fn a_mode_change_needs_a_lone_mirror_in_sync_and_room_for_metadata() {
 /// A mode change of a mirror in sync (`ct`, by `op`) that fails at any kernel call leaves
 /// everything as it was; a failure that only hit the removal of the old type's devices
 /// leaves the change made, and a new daemon removes what was left.
-fn mode_change_fails_cleanly_at_every_step(ct: u16, op: u16) {
-    let sizes = [64 * MB, 65 * MB];
+fn mode_change_fails_cleanly_at_every_step(setup: fn(&World), op: u16) {
+    let sizes = [64 * MB, 65 * MB, 64 * MB];
     let w = world(&sizes);
-    synced_pair(&w, ct);
+    setup(&w);
     let n0 = w.sim.mutating_call_count();
     assert_eq!(modify_tgt(&w, op).return_value, 0);
     let steps = w.sim.mutating_call_count() - n0;
@@ -2169,7 +2236,7 @@ fn mode_change_fails_cleanly_at_every_step(ct: u16, op: u16) {
     assert!(steps >= 4, "{steps}");
     for k in 1..=steps {
         let w = world(&sizes);
-        synced_pair(&w, ct);
+        setup(&w);
         let before = w.state();
         let rels_before = w.rels();
         w.sim.fail_at_call(k);
@@ -2192,47 +2259,57 @@ fn mode_change_fails_cleanly_at_every_step(ct: u16, op: u16) {
 
 #[test]
 fn reset_to_async_fails_cleanly_at_every_step() {
-    mode_change_fails_cleanly_at_every_step(3, 11);
+    mode_change_fails_cleanly_at_every_step(|w| synced_pair(w, 3), 11);
+    mode_change_fails_cleanly_at_every_step(mirror_sync_pair, 11);
 }
 
 #[test]
 fn reset_to_sync_fails_cleanly_at_every_step() {
-    mode_change_fails_cleanly_at_every_step(2, 10);
+    mode_change_fails_cleanly_at_every_step(|w| synced_pair(w, 2), 10);
 }
 
 /// A daemon killed anywhere in a mode change: the new daemon has either the old mirror, with
 /// nothing of the new type left, or the new one, with nothing of the old type left.
-fn crash_during_a_mode_change(ct: u16, op: u16) -> usize {
-    let (from, to) = if ct == 3 { ("3", "2") } else { ("2", "3") };
+fn crash_during_a_mode_change(setup: fn(&World), from: &'static str, op: u16) -> usize {
+    let to = if from == "3" { "2" } else { "3" };
     crash_beside(
-        &[64 * MB, 65 * MB],
-        |w| synced_pair(w, ct),
+        &[64 * MB, 65 * MB, 64 * MB],
+        setup,
         |w| modify_tgt(w, op),
-        |w, e2| {
-            let raid = w.table_of("real-src").contains("raid raid1");
-            let now = if raid { "2" } else { "3" };
+        move |w, e2| {
+            let t = w.table_of("real-src");
+            let raid = t.contains("raid raid1");
+            let now = if t.contains("write_mostly 1") {
+                "2"
+            } else {
+                "3"
+            };
             let v = &e2.relationships().unwrap()[0];
             assert_eq!(v.copy_type.to_string(), now);
             assert_eq!(v.sync_state, 6, "{v:?}");
             assert!(w.has_device(&format!("rec{now}-tgt")));
-            assert!(!w.has_device(&format!("rec{}-tgt", if raid { "3" } else { "2" })));
+            assert!(!w.has_device(&format!("rec{}-tgt", if now == "2" { "3" } else { "2" })));
+            // metadata exactly beside a raid1
             assert_eq!(w.has_device("meta0-src"), raid);
             assert_eq!(w.has_device("meta1-src"), raid);
+            assert_eq!(v.change_tracking, raid);
             // switched: done; else crash_beside compares everything with the start
-            now == to && now != from
+            now == to
         },
     )
 }
 
 #[test]
 fn crash_during_reset_to_async_keeps_one_type() {
-    let hit = crash_during_a_mode_change(3, 11);
+    let hit = crash_during_a_mode_change(|w| synced_pair(w, 3), "3", 11);
+    assert!(hit >= 2, "only {hit} crash points reached");
+    let hit = crash_during_a_mode_change(mirror_sync_pair, "3", 11);
     assert!(hit >= 4, "only {hit} crash points reached");
 }
 
 #[test]
 fn crash_during_reset_to_sync_keeps_one_type() {
-    let hit = crash_during_a_mode_change(2, 10);
+    let hit = crash_during_a_mode_change(|w| synced_pair(w, 2), "2", 10);
     assert!(hit >= 2, "only {hit} crash points reached");
 }
 
@@ -2251,8 +2328,9 @@ fn log_in_to_src(w: &World) {
 
 #[test]
 fn a_fractured_mirror_is_restored_from_its_target_and_mirrors_again() {
-    for ct in [3u16, 2] {
-        let w = world(&[64 * MB, 65 * MB]);
+    // a Sync `mirror` (a same-size target), a Sync raid1 and an Async one
+    for (ct, tgt_size) in [(3u16, 64 * MB), (3, 65 * MB), (2, 65 * MB)] {
+        let w = world(&[64 * MB, tgt_size]);
         synced_pair(&w, ct);
         // not fractured: nothing to restore
         let r = restore(&w, "src/tgt", true);
@@ -2293,8 +2371,9 @@ fn a_fractured_mirror_is_restored_from_its_target_and_mirrors_again() {
         // mirroring again, the source leg first, nothing copied for the switch
         let t = w.table_of("real-src");
         assert!(t.contains("nosync") && t.contains(" 8:0 "), "{ct}: {t}");
-        if ct == 2 {
+        if tgt_size > 64 * MB {
             assert!(t.contains("raid raid1") && t.ends_with(" 8:16"), "{t}");
+            assert_eq!(t.contains("write_mostly 1"), ct == 2, "{t}");
         } else {
             assert!(t.contains(" 2 8:0 0 8:16 0 "), "{t}");
         }
@@ -2305,6 +2384,7 @@ fn a_fractured_mirror_is_restored_from_its_target_and_mirrors_again() {
 
 #[test]
 fn a_restore_is_followed_to_the_end_by_a_new_daemon() {
+    // a Sync mirror on a raid1: the new daemon knows it is one from its metadata
     let w = world(&[64 * MB, 65 * MB]);
     synced_pair(&w, 3);
     assert_eq!(modify_tgt(&w, 3).return_value, 0);
@@ -2322,9 +2402,14 @@ fn a_restore_is_followed_to_the_end_by_a_new_daemon() {
         .wait(&jobs[0].instance_id, Duration::from_secs(20))
         .unwrap();
     assert_eq!(j.job_state, 7, "{j:?}");
-    assert!(w.table_of("real-src").contains(" 2 8:0 0 8:16 0 "));
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains("raid raid1") && t.contains("nosync") && !t.contains("write_mostly"),
+        "{t}"
+    );
     let v = &e2.relationships().unwrap()[0];
-    assert_eq!(v.sync_state, 6, "{v:?}");
+    assert_eq!((v.copy_type, v.sync_state), (3, 6), "{v:?}");
+    assert!(v.change_tracking, "{v:?}");
 }
 
 #[test]
@@ -2383,7 +2468,7 @@ fn a_restore_whose_job_failed_at_its_very_end_is_ended_by_a_new_daemon() {
 
 #[test]
 fn a_mirror_restore_in_sync_is_not_synchronized_until_its_own_table_is_back() {
-    let w = world(&[64 * MB, 65 * MB]);
+    let w = world(&[64 * MB; 2]);
     synced_pair(&w, 3);
     assert_eq!(modify_tgt(&w, 3).return_value, 0);
     w.sim.set_sync_step(SyncStep::Percent(0));
@@ -2424,56 +2509,62 @@ fn a_mirror_restore_in_sync_is_not_synchronized_until_its_own_table_is_back() {
 }
 
 #[test]
-fn an_async_source_disk_failing_is_reported_and_restore_brings_it_back() {
-    let w = world(&[64 * MB, 65 * MB]);
-    synced_pair(&w, 2);
-    let real = DmName::new("real-src").unwrap();
-    w.sim.set_leg_failed(&real, 0).unwrap();
-    let v = &w.rels()[0];
-    assert_eq!(v.sync_state, 12, "{v:?}");
-    let why = v.progress_status.clone().unwrap();
-    assert!(
-        why.contains("(the source's disk)") && why.contains("served from the target's disk"),
-        "{why}"
-    );
-    // Resync would copy the failed disk: refused, pointing at Restore
-    let before = w.state();
-    let m = modify_tgt(&w, 4);
-    assert_eq!(m.return_value, 5, "{m:?}");
-    assert!(m.description.unwrap().contains("Restore (Operation 5)"));
-    assert_eq!(w.state(), before);
-    // the disk is back: Restore copies the target onto it, then the raid1 again
-    w.sim.set_sync_step(SyncStep::Percent(0));
-    let m = restore(&w, "src/tgt", false);
-    assert_eq!(m.return_value, 4096, "{m:?}");
-    assert!(w
-        .table_of("real-src")
-        .contains("mirror core 1 4096 2 8:16 0 8:0 0 "));
-    assert_eq!(w.rels()[0].sync_state, SyncState::RestoreInProgress.value());
-    w.sim.set_sync_step(SyncStep::Percent(50));
-    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
-    let t = w.table_of("real-src");
-    assert!(t.contains("raid raid1") && t.contains("nosync"), "{t}");
-    let v = &w.rels()[0];
-    assert_eq!((v.copy_type, v.sync_state), (2, 6), "{v:?}");
+fn a_raid1_source_disk_failing_is_reported_and_restore_brings_it_back() {
+    // Async, and Sync on a raid1 (its target has the room)
+    for ct in [2u16, 3] {
+        let w = world(&[64 * MB, 65 * MB]);
+        synced_pair(&w, ct);
+        let real = DmName::new("real-src").unwrap();
+        w.sim.set_leg_failed(&real, 0).unwrap();
+        let v = &w.rels()[0];
+        assert_eq!(v.sync_state, 12, "{v:?}");
+        let why = v.progress_status.clone().unwrap();
+        assert!(
+            why.contains("(the source's disk)") && why.contains("served from the target's disk"),
+            "{why}"
+        );
+        // Resync would copy the failed disk: refused, pointing at Restore
+        let before = w.state();
+        let m = modify_tgt(&w, 4);
+        assert_eq!(m.return_value, 5, "{m:?}");
+        assert!(m.description.unwrap().contains("Restore (Operation 5)"));
+        assert_eq!(w.state(), before);
+        // the disk is back: Restore copies the target onto it, then the raid1 again
+        w.sim.set_sync_step(SyncStep::Percent(0));
+        let m = restore(&w, "src/tgt", false);
+        assert_eq!(m.return_value, 4096, "{m:?}");
+        assert!(w
+            .table_of("real-src")
+            .contains("mirror core 1 4096 2 8:16 0 8:0 0 "));
+        assert_eq!(w.rels()[0].sync_state, SyncState::RestoreInProgress.value());
+        w.sim.set_sync_step(SyncStep::Percent(50));
+        assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+        let t = w.table_of("real-src");
+        assert!(t.contains("raid raid1") && t.contains("nosync"), "{t}");
+        let v = &w.rels()[0];
+        assert_eq!((v.copy_type, v.sync_state), (ct, 6), "{v:?}");
+    }
 }
 
 #[test]
-fn an_async_target_disk_failing_says_the_source_serves_alone() {
-    let w = world(&[64 * MB, 65 * MB]);
-    synced_pair(&w, 2);
-    w.sim
-        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
-        .unwrap();
-    let v = &w.rels()[0];
-    assert_eq!(v.sync_state, 12, "{v:?}");
-    let why = v.progress_status.clone().unwrap();
-    assert!(
-        why.contains("(the target's disk)") && why.contains("the source's disk serves alone"),
-        "{why}"
-    );
-    // a Restore needs the target whole
-    assert_eq!(restore(&w, "src/tgt", false).return_value, 5);
+fn a_raid1_target_disk_failing_says_the_source_serves_alone() {
+    // Async, and Sync on a raid1 (its target has the room)
+    for ct in [2u16, 3] {
+        let w = world(&[64 * MB, 65 * MB]);
+        synced_pair(&w, ct);
+        w.sim
+            .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
+            .unwrap();
+        let v = &w.rels()[0];
+        assert_eq!(v.sync_state, 12, "{v:?}");
+        let why = v.progress_status.clone().unwrap();
+        assert!(
+            why.contains("(the target's disk)") && why.contains("the source's disk serves alone"),
+            "{why}"
+        );
+        // a Restore needs the target whole
+        assert_eq!(restore(&w, "src/tgt", false).return_value, 5);
+    }
 }
 
 #[test]
