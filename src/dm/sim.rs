@@ -1091,6 +1091,20 @@ impl State {
                         && n.devices.iter().all(|d| d.meta.is_some())
                     {
                         new.prog = std::mem::replace(&mut old.prog, Prog::None);
+                        // at resume dm-raid tries a faulty leg again; one that answers is
+                        // recovered (from the bitmap, in the kernel)
+                        if let Prog::Sync(p) = &mut new.prog {
+                            if p.failed.iter().any(|f| *f) {
+                                for k in 0..p.failed.len() {
+                                    if p.failed[k] {
+                                        p.failed[k] = false;
+                                        p.recovering[k] = true;
+                                    }
+                                }
+                                p.action = "recover".into();
+                                p.in_sync = 0;
+                            }
+                        }
                     }
                 }
             }

@@ -385,6 +385,11 @@ impl<'a> Tokens<'a> {
         self.pos >= self.toks.len()
     }
 
+    /// The next token, not taken.
+    pub(crate) fn peek(&self) -> Option<&'a str> {
+        self.toks.get(self.pos).copied()
+    }
+
     pub(crate) fn err(&self, field: &str, detail: impl ToString) -> Error {
         Error::parse(self.what, field, detail)
     }
@@ -599,6 +604,7 @@ impl RaidParams {
             devices: Vec::new(),
         };
         let mut expressible = true;
+        let mut unplaced = 0;
         let mut left = nparams - 1;
         while left > 0 {
             let key = t.next("raid param")?;
@@ -616,7 +622,16 @@ impl RaidParams {
                     left -= 1;
                     match key {
                         "rebuild" => p.rebuild.push(t.num("rebuild index")?),
-                        "write_mostly" => p.write_mostly.push(t.num("write_mostly index")?),
+                        "write_mostly" => {
+                            // the kernel prints a write-mostly device's place in the array,
+                            // which is -1 once md has failed it
+                            if t.peek() == Some("-1") {
+                                t.next("write_mostly index")?;
+                                unplaced += 1;
+                            } else {
+                                p.write_mostly.push(t.num("write_mostly index")?);
+                            }
+                        }
                         "max_write_behind" => p.max_write_behind = Some(t.num("max_write_behind")?),
                         "region_size" => p.region_size = Some(t.num("region_size")?),
                         "max_recovery_rate" => {
@@ -646,6 +661,15 @@ impl RaidParams {
             });
         }
         t.end()?;
+        // A failed write-mostly device is the last one not named otherwise: the raid1s of this
+        // daemon make only their last leg (the target's) write-mostly.
+        for _ in 0..unplaced {
+            let last = (0..ndevs)
+                .rev()
+                .find(|k| !p.write_mostly.contains(k))
+                .ok_or_else(|| t.err("write_mostly index", "-1 with every device named"))?;
+            p.write_mostly.push(last);
+        }
         Ok(expressible.then_some(p))
     }
 }
@@ -1028,6 +1052,21 @@ mod tests {
         assert_eq!(o.devices(), vec!["253:16"]);
         let l = TableLine::parse("0 524288 linear 254:0 0").unwrap();
         assert_eq!(l.devices(), vec!["254:0"]);
+    }
+
+    #[test]
+    fn a_failed_write_mostly_leg_the_kernel_prints_as_minus_one_is_the_last_leg() {
+        // what 6.1 shows for an Async raid1 whose target leg md has failed
+        let line = TableLine::parse(
+            "0 229376 raid raid1 7 0 max_recovery_rate 4000000 write_mostly -1 max_write_behind 256 2 254:6 254:0 254:7 254:1",
+        )
+        .unwrap();
+        let Target::Raid(r) = &line.target else {
+            panic!("{line:?}");
+        };
+        assert_eq!(r.write_mostly, vec![1]);
+        // printed back as a table the kernel loads
+        assert!(line.to_string().contains(" write_mostly 1 "), "{line}");
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub(crate) fn attach_raid1(
         )?;
         Ok(rel)
     })?;
+    let mut rel = rel;
+    // (unknown: the first Resync after a Fracture or a failure copies everything)
+    rel.target_writes = i.dm.sectors_written(&rel.tgt_shim).ok();
     let id = rel.id.clone();
     relationship::register(i, rel);
     let job = relationship::start_job(e, &id, Finish::Keep, what)?;

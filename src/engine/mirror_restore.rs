@@ -97,7 +97,7 @@ pub(crate) fn start(e: &Engine, rel: &Relationship, force: bool) -> Result<Attac
     i.rels.update(&rel.id, |r| {
         r.broken = None;
         r.when_synced = None;
-        r.fracture_writes = None;
+        r.target_writes = None;
         r.watch = 0;
     });
     let job = start_job(e, rel)?;
@@ -152,6 +152,10 @@ pub(crate) fn finish(i: &Inner, rel: &Relationship) -> Result<()> {
         relationship::mirror_table(i, rel.src_raw, &[rel.tgt_raw], rel.sectors, true)
     };
     mode::swap_in_sync(i, rel, &table)?;
+    if rel.raid {
+        let seen = i.dm.sectors_written(&rel.tgt_shim).ok();
+        i.rels.update(&rel.id, |r| r.target_writes = seen);
+    }
     info!(relationship = %rel.id, device = %rel.real, "restore complete: the source leg first again, nothing copied");
     Ok(())
 }

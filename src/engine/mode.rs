@@ -74,6 +74,9 @@ pub(crate) fn reset(e: &Engine, rel: &Relationship, op: Operation) -> Result<Att
     i.rels.update(&rel.id, |r| {
         r.copy_type = to;
         r.tag = new.tag.clone();
+        if !rel.raid {
+            r.target_writes = i.dm.sectors_written(&rel.tgt_shim).ok();
+        }
         r.raid = true;
         // a Sync mirror's watcher stops: a raid1 degrades by itself
         r.watch = 0;

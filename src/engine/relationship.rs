@@ -36,7 +36,7 @@ use crate::names::{Element, Plugin};
 use crate::service::{CopyType, RelationshipView, SyncState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +72,12 @@ pub struct Relationship {
     /// The watcher allowed to follow this relationship's mirror (0: none); a watcher whose
     /// token is no longer here stops.
     pub watch: u64,
-    /// Sectors written to the target's shim when a change-tracked Fracture was made; a
-    /// Resync copies only what the bitmap says when that count has not moved since. `None`
-    /// (not fractured so, or the daemon restarted since): Resync copies everything.
-    pub fracture_writes: Option<u64>,
+    /// Sectors written to the target's shim (through its own LUN, around the raid1), as this
+    /// daemon saw them when the raid1 began to replicate and at a Fracture. A Resync after a
+    /// Fracture or a target leg that failed and came back copies only what the bitmap says
+    /// when that count has not moved since. `None` (a `mirror`, or the daemon restarted
+    /// since): Resync copies everything.
+    pub target_writes: Option<u64>,
     /// Whether it replicates in a dm-raid raid1 whose metadata (superblocks and write-intent
     /// bitmap) is carved from the target's tail: every Async mirror, and a Sync mirror whose
     /// target has that room. Such a mirror tracks what changes while a leg is out (Fracture,
@@ -113,7 +115,7 @@ impl Relationship {
             when_synced: None,
             broken: None,
             watch: 0,
-            fracture_writes: None,
+            target_writes: None,
             raid: ct == CopyType::Async,
         })
     }
@@ -1025,7 +1027,7 @@ pub(crate) fn fracture(e: &Engine, rel: &Relationship) -> Result<()> {
     swap_real(i, rel, &table)?;
     i.rels.update(&rel.id, |r| {
         r.when_synced = None;
-        r.fracture_writes = written;
+        r.target_writes = written;
     });
     info!(relationship = %rel.id, device = %rel.real, tracked = written.is_some(), "fractured");
     Ok(())
@@ -1062,13 +1064,30 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     }
     let marked = record_says_broken(&i.dm.table(&rel.tag)?);
     let fractured_raid = raid_fractured(&i.dm.table(&rel.real)?);
-    // only what the bitmap says when nothing wrote to the target since the fracture
-    let tracked = fractured_raid
+    // a raid1 whose target leg failed: md marked it faulty and its bitmap has kept the bit of
+    // every region written since; the same table loaded again makes dm-raid try the leg
+    // again (as `lvchange --refresh` does), and md copies only those regions onto it
+    let target_back = broken_in_place && rel.raid && failed_raid_legs(i, rel)? == [1];
+    if target_back {
+        // Both metadata areas are on the target's disk: while it was gone md kept the bitmap's
+        // new bits in memory only, and writes them out when the raid1 is suspended for the
+        // reload. With the disk still failing they would be lost, and a later Resync would
+        // skip regions that differ.
+        if let Err(e) = i.dm.read_probe(rel.tgt_raw, Duration::from_secs(2)) {
+            return Err(Error::Invalid(format!(
+                "relationship {} cannot be resynchronised yet: the target's disk {} does not \
+                 answer ({e}); Resync once it is back",
+                rel.id, rel.tgt_raw
+            )));
+        }
+    }
+    // only what the bitmap says when nothing wrote to the target meanwhile
+    let tracked = (fractured_raid || target_back)
         && !marked
-        && rel.fracture_writes.is_some()
-        && rel.fracture_writes == Some(i.dm.sectors_written(&rel.tgt_shim)?);
-    if fractured_raid && !tracked {
-        warn!(relationship = %rel.id, "the fractured target may have been written since the fracture (or the daemon restarted): copying everything");
+        && rel.target_writes.is_some()
+        && rel.target_writes == Some(i.dm.sectors_written(&rel.tgt_shim)?);
+    if (fractured_raid || target_back) && !tracked {
+        warn!(relationship = %rel.id, "the target may have been written behind the raid1's bitmap (or the daemon restarted): copying everything");
     }
     let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
     if fractured_raid {
@@ -1077,7 +1096,7 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     }
     let linear = table_without(i, rel)?;
     Plan::new("resync").run(|p| {
-        if broken_in_place || (fractured_raid && !tracked) {
+        if (fractured_raid || broken_in_place) && !tracked {
             // the failed leg goes first (the kernel may be holding writes for it), or the
             // raid1 lets go of its metadata before it is cleared; the source alone on linear
             // is where a broken or fractured relationship rests anyway, so no undo
@@ -1098,16 +1117,21 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         }
         p.last(|| i.swap_table(&rel.real, &table))?;
         if tracked {
-            info!(relationship = %rel.id, device = %rel.real, "target leg back in the raid1: copying the regions changed since the fracture");
+            info!(relationship = %rel.id, device = %rel.real, "target leg back in the raid1: copying the regions changed while it was out");
         } else {
             info!(relationship = %rel.id, device = %rel.real, "replicating table loaded: full resync");
         }
         Ok(())
     })?;
+    let target_writes = if rel.raid {
+        Some(i.dm.sectors_written(&rel.tgt_shim)?)
+    } else {
+        None
+    };
     i.rels.update(&rel.id, |r| {
         r.broken = None;
         r.when_synced = None;
-        r.fracture_writes = None;
+        r.target_writes = target_writes;
         // the job follows the mirror now; it starts a new watcher once in sync
         r.watch = 0;
     });
@@ -1266,7 +1290,7 @@ fn from_record(i: &Inner, record: &DmName, ct: CopyType, tgt_name: &str) -> Resu
         when_synced: None,
         broken,
         watch: 0,
-        fracture_writes: None,
+        target_writes: None,
         raid,
     })
 }

@@ -2568,6 +2568,52 @@ fn a_raid1_target_disk_failing_says_the_source_serves_alone() {
 }
 
 #[test]
+fn a_raid1_target_leg_that_failed_and_came_back_copies_only_what_changed() {
+    for ct in [2u16, 3] {
+        let w = world(&[64 * MB, 65 * MB]);
+        synced_pair(&w, ct);
+        let real = DmName::new("real-src").unwrap();
+        let full = w.table_of("real-src");
+        w.sim.set_leg_failed(&real, 1).unwrap();
+        assert_eq!(w.rels()[0].sync_state, 12);
+        // not while the disk does not answer: md could not write out what its bitmap holds
+        w.sim.set_disk_failed(Devno::new(8, 16), true);
+        let before = w.state();
+        let m = modify_tgt(&w, 4);
+        assert_eq!(m.return_value, 5, "{ct}: {m:?}");
+        assert!(m.description.unwrap().contains("does not answer"));
+        assert_eq!(w.state(), before);
+        w.sim.set_disk_failed(Devno::new(8, 16), false);
+        // the same raid1 again, on the same metadata: md tries the leg again from its bitmap
+        w.sim.clear_calls();
+        let m = modify_tgt(&w, 4);
+        assert_eq!(m.return_value, 4096, "{ct}: {m:?}");
+        assert_eq!(real_loads(&w), vec![full.clone()], "{ct}");
+        let j = w.wait_job(m.job.as_ref().unwrap());
+        assert_eq!(j.job_state, 7, "{ct}: {j:?}");
+        assert_eq!(w.rels()[0].sync_state, 6);
+        // written through its own LUN meanwhile: the bitmap does not know, everything again
+        w.sim.set_leg_failed(&real, 1).unwrap();
+        w.sim
+            .add_sectors_written(&DmName::new("so-tgt").unwrap(), 8);
+        w.sim.clear_calls();
+        let m = modify_tgt(&w, 4);
+        assert_eq!(m.return_value, 4096, "{ct}: {m:?}");
+        let loads = real_loads(&w);
+        assert_eq!(loads.len(), 2, "{ct}: {loads:?}");
+        assert!(loads[0].contains(" linear 8:0 0"), "{ct}: {loads:?}");
+        assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+        // and so does a new daemon, which cannot know what was written
+        w.sim.set_leg_failed(&real, 1).unwrap();
+        let e2 = Engine::new(w.cfs.clone(), w.sim.clone(), opts()).unwrap();
+        w.sim.clear_calls();
+        let m = e2.modify_synchronization("src/tgt", 4, false);
+        assert_eq!(m.return_value, 4096, "{ct}: {m:?}");
+        assert_eq!(real_loads(&w).len(), 2, "{ct}");
+    }
+}
+
+#[test]
 fn adoption_is_refused_while_the_backstore_holds_reservations_or_alua_groups() {
     let w = world(&[64 * MB; 2]);
     exported_pair(&w);
