@@ -135,6 +135,20 @@ _e2e_exit() {
 }
 trap _e2e_exit EXIT
 
+# power_cut: end this boot of a rebooting scenario as a power failure would, with no shutdown:
+# the VM stops at once (the host's isa-debug-exit port, as scripts/vm/init ends a boot), so
+# nothing is flushed and md cannot mark its arrays clean (its reboot notifier would on a
+# poweroff). The scenario's result so far is reported as scripts/vm/init reports it.
+power_cut() {
+  _e2e_rc=0
+  [ "$(failures)" -eq 0 ] || _e2e_rc=1
+  log "scenario end: $(wc -l < "$E2E_STATE/passes" | tr -d ' ') passed, $(failures) failed, power cut"
+  echo "e2e-init: EXIT rc=$_e2e_rc uptime=$(cut -d' ' -f1 /proc/uptime)s"
+  # shellcheck disable=SC2059 # the format is the octal escape of the status byte
+  printf "\\$(printf %03o "$_e2e_rc")" | dd of=/dev/port bs=1 seek=244 count=1 conv=notrunc 2>/dev/null
+  sleep 60
+}
+
 # ---------------------------------------------------------------- block devices
 
 # disk N: the Nth scratch disk (0-based) of $E2E_DISKS, e.g. SRC=$(disk 0)
