@@ -83,7 +83,11 @@ pub(crate) fn start(e: &Engine, rel: &Relationship, force: bool) -> Result<Attac
             rel.id
         )));
     }
-    if relationship::replicating(i, &rel.source_name).len() > 1 || rel.table_dev != rel.real {
+    if relationship::replicating(i, &rel.source_name)
+        .iter()
+        .any(|r| r.id != rel.id)
+        || rel.table_dev != rel.real
+    {
         return Err(Error::InUse(format!(
             "a full copy of {} runs in its real device; wait for it to complete or terminate \
              its job",

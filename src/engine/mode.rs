@@ -101,7 +101,11 @@ fn check_switchable(i: &Inner, rel: &Relationship, op: Operation) -> Result<()> 
             rel.copy_type
         )));
     }
-    if relationship::replicating(i, &rel.source_name).len() > 1 || rel.table_dev != rel.real {
+    if relationship::replicating(i, &rel.source_name)
+        .iter()
+        .any(|r| r.id != rel.id)
+        || rel.table_dev != rel.real
+    {
         return Err(Error::InUse(format!(
             "{what}: a full copy of the same source runs in its mirror; wait for it to \
              complete or terminate its job"

@@ -338,9 +338,15 @@ pub(crate) fn create_tag_step<'a>(
 /// The mirror-type relationships a source's real device replicates for, the maintained one
 /// (Sync or Async) first: at most a maintained mirror and a running full copy.
 pub(crate) fn replicating(i: &Inner, source_name: &str) -> Vec<Relationship> {
-    let mut v: Vec<Relationship> = i
-        .rels
-        .filter(|r| r.source_name == source_name && r.lifecycle().replicates_in_real());
+    // A broken `mirror` relationship has lost its leg (its source rests on one disk), and one
+    // whose LUN moved onto its target's disk has nothing left to copy: the tables the other
+    // relationships of the source change must not bring them back.
+    let mut v: Vec<Relationship> = i.rels.filter(|r| {
+        r.source_name == source_name
+            && r.lifecycle().replicates_in_real()
+            && r.src_raw != r.tgt_raw
+            && (r.raid || r.broken.is_none())
+    });
     v.sort_by_key(|r| r.copy_type == CopyType::UnSyncUnAssoc);
     v
 }
@@ -693,7 +699,12 @@ pub(crate) fn break_relationship(i: &Inner, rel_id: &str) -> Result<Option<Strin
     let legs = failed_mirror_legs(i, &rel)?;
     let raid_legs = failed_raid_legs(i, &rel)?;
     let rest = others(i, &rel);
-    if (legs.contains(&0) || raid_legs.contains(&0)) && rest.is_empty() {
+    // full copies sharing the mirror cannot complete without the source's disk: the table
+    // that replaces the mirror drops their legs, and their jobs end
+    let only_copies_beside = rest
+        .iter()
+        .all(|r| r.copy_type == CopyType::UnSyncUnAssoc && r.table_dev == rel.table_dev);
+    if (legs.contains(&0) || raid_legs.contains(&0)) && only_copies_beside {
         // (legs holds the source's leg and this relationship's own, nothing else; a raid1
         // has just the two)
         let target_healthy = legs.len() == 1 || raid_legs == [0];
@@ -891,6 +902,17 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
         ctx.set_percent(if pr.synced { 100 } else { pr.percent.min(99) });
         if let Some(why) = pr.failed {
             let _k = i.kernel_lock();
+            if finish == Finish::Split && failed_mirror_legs(i, &rel)?.contains(&0) {
+                // the source's disk failed: a mirror sharing the table decides where the
+                // source goes (onto its target's disk when that is whole); the copy ends
+                for other in others(i, &rel) {
+                    if other.copy_type != CopyType::UnSyncUnAssoc {
+                        break_relationship(i, &other.id)?;
+                    }
+                }
+            }
+            // (read again: the source's disk may be the target's now)
+            let rel = i.relationship(rel_id).unwrap_or(rel);
             let msg = match finish {
                 // the copy cannot complete: roll the source back to linear, as Terminate does
                 Finish::Split => match rel.lifecycle().teardown(i, &rel) {
@@ -917,6 +939,17 @@ fn follow(e: &Engine, rel_id: &str, ctx: &JobCtx, finish: Finish) -> Result<(), 
             )));
         }
         if !pr.replicating {
+            if finish == Finish::Split {
+                // a mirror sharing the table replaced it (its source's disk failed)
+                let _k = i.kernel_lock();
+                let rel = i.relationship(rel_id).unwrap_or(rel);
+                rel.lifecycle().teardown(i, &rel)?;
+                return Err(JobStop::Failed(Error::Other(format!(
+                    "copy {} failed: {} no longer mirrors (the source's disk failed?); the \
+                     target holds a partial copy",
+                    rel.id, rel.table_dev
+                ))));
+            }
             return Err(JobStop::Failed(Error::Other(format!(
                 "{} no longer carries a replicating table",
                 rel.table_dev
@@ -1089,7 +1122,12 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
     if (fractured_raid || target_back) && !tracked {
         warn!(relationship = %rel.id, "the target may have been written behind the raid1's bitmap (or the daemon restarted): copying everything");
     }
-    let mut table = real_table(i, &rel.stack(), &replicating(i, &rel.source_name), false)?;
+    // (a broken `mirror` relationship is not among those replicating: it comes back here)
+    let mut all = replicating(i, &rel.source_name);
+    if !all.iter().any(|r| r.id == rel.id) {
+        all.insert(0, rel.clone());
+    }
+    let mut table = real_table(i, &rel.stack(), &all, false)?;
     if fractured_raid {
         // real_table keeps a live fracture as it is
         put_back_target_leg(i, rel, &mut table)?;

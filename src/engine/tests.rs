@@ -2568,6 +2568,82 @@ fn a_raid1_target_disk_failing_says_the_source_serves_alone() {
 }
 
 #[test]
+fn a_copy_beside_a_broken_sync_mirror_leaves_the_failed_leg_out_and_resync_brings_it_back() {
+    let w = world(&[64 * MB; 3]);
+    synced_pair(&w, 3);
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 1)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.table_of("real-src") != "0 131072 linear 8:0 0" && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:0 0");
+    w.iblock("c", 2);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let c = w.attach("block/src", "block/c", 5);
+    assert_eq!(c.return_value, 4096, "{c:?}");
+    let t = w.table_of("real-src");
+    assert!(
+        t.contains(" 2 8:0 0 8:32 0 "),
+        "the broken target's leg stays out: {t}"
+    );
+    w.sim.set_sync_step(SyncStep::Percent(50));
+    assert_eq!(w.wait_job(c.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.table_of("real-src"), "0 131072 linear 8:0 0");
+    assert_eq!(w.rels()[0].sync_state, 12);
+    // its Resync puts its own leg back
+    let m = modify_tgt(&w, 4);
+    assert_eq!(m.return_value, 4096, "{m:?}");
+    assert!(w.table_of("real-src").contains(" 2 8:0 0 8:16 0 "));
+    assert_eq!(w.wait_job(m.job.as_ref().unwrap()).job_state, 7);
+    assert_eq!(w.rels()[0].sync_state, 6);
+}
+
+#[test]
+fn a_source_disk_failing_under_a_sync_mirror_shared_with_a_copy_moves_the_lun_and_ends_the_copy() {
+    let w = world(&[64 * MB; 3]);
+    synced_pair(&w, 3);
+    w.iblock("c", 2);
+    w.sim.set_sync_step(SyncStep::Percent(0));
+    let c = w.attach("block/src", "block/c", 5);
+    assert_eq!(c.return_value, 4096, "{c:?}");
+    assert!(w.table_of("real-src").contains(" 3 8:0 0 8:16 0 8:32 0 "));
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
+        .unwrap();
+    let j = w.wait_job(c.job.as_ref().unwrap());
+    assert_eq!(j.job_state, 10, "{j:?}");
+    // whichever saw it first, the LUN is on the target's disk, which the mirror kept whole,
+    // and no table holds the failed disk's writes any more
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.table_of("real-src") != "0 131072 linear 8:16 0" && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        w.table_of("real-src"),
+        "0 131072 linear 8:16 0",
+        "{:?} {j:?}",
+        w.rels()
+    );
+    assert!(w.table_of("so-tgt").contains(" error"));
+    let rels = w.rels();
+    assert_eq!(ids(&rels), vec!["src/tgt".to_string()], "{rels:?}");
+    assert_eq!(rels[0].sync_state, 12);
+    assert!(rels[0]
+        .progress_status
+        .as_deref()
+        .unwrap()
+        .contains("runs on the target's disk"));
+    assert!(!w.has_device("rec5-c"));
+    // Detach leaves the source there
+    assert_eq!(modify_tgt(&w, 2).return_value, 0);
+    assert_eq!(w.table_of("so-src"), "0 131072 linear 8:16 0");
+}
+
+#[test]
 fn a_raid1_target_leg_that_failed_and_came_back_copies_only_what_changed() {
     for ct in [2u16, 3] {
         let w = world(&[64 * MB, 65 * MB]);

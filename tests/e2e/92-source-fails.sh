@@ -6,6 +6,8 @@
 # relationship is Broken saying where the LUN runs; Detach leaves the source on that disk.
 # (b) During the initial copy: the target is incomplete, so the LUN gets the failed disk's
 # errors at once instead of writes held by the mirror (the initiator keeps making progress).
+# (c) While a full copy shares the Sync mirror: the copy cannot complete and ends in Exception,
+# the LUN moves onto the Sync target's disk as in (a), with no I/O error.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -75,3 +77,41 @@ check '[ "$(io_errors)" -gt 0 ]' "it gets the failed disk's I/O errors ($(io_err
 io_stop
 run lr detach src2/tgt2
 check '[ $? -eq 0 ]' "detach exits 0"
+initiator_logout "$IQN-2"
+
+log "--- (c) the source's disk fails while a full copy shares the Sync mirror"
+# 60 MiB parts: the source, its Sync target (the same size: a dm mirror) and a slow copy target
+dmsetup create e2e-sleg3 --table "0 $((60 * 2048)) linear $(disk 4) 0" || fail "cannot create e2e-sleg3"
+TGT3=$(dm_part e2e-tgt3 "$(disk 5)" 60)
+CPY3=$(dm_slow e2e-cslow "$(dm_part e2e-cpy3 "$(disk 5)" 60 60)" 40)
+lio_iblock src3 /dev/mapper/e2e-sleg3 > /dev/null
+lio_iblock tgt3 "$TGT3" > /dev/null
+lio_iblock cpy3 "$CPY3" > /dev/null
+lio_export src3 "$IQN-3"
+SD3=$(initiator_login "$IQN-3")
+SERIAL3=$(vpd_serial "$SD3")
+SD=$SD3
+io_start "$SD3"
+run lr attach block/src3 block/tgt3 --copy-type sync --wait > /dev/null
+check '[ $? -eq 0 ]' "Sync src3 -> tgt3 in sync"
+check 'real_table src3 | grep -q " mirror "' "on a dm mirror: $(real_table src3)"
+run lr --json attach block/src3 block/cpy3 --copy-type unsyncunassoc > /tmp/copy3.json
+check '[ $? -eq 0 ]' "a full copy of src3 starts"
+COPYJOB=$(jfield Job < /tmp/copy3.json)
+check 'real_table src3 | grep -q " mirror core .* 3 "' "one mirror with a leg each: $(real_table src3)"
+IT=$(io_iterations)
+dm_swap e2e-sleg3 "0 $((60 * 2048)) error"
+wait_for 30 'lr --json job "$COPYJOB" | grep -q "\"JobState\": 10"'
+lr --json job "$COPYJOB" >&9
+check 'lr --json job "$COPYJOB" | grep -q "\"JobState\": 10"' "the copy's job ends in Exception"
+rels
+cat /tmp/rels.json >&9
+check 'grep -q "runs on the target.s disk" /tmp/rels.json' "src3/tgt3 says the LUN runs on the target's disk"
+check 'real_table src3 | grep -q " linear $(devno "$TGT3") 0"' "the source's real device is on tgt3's disk: $(real_table src3)"
+check '! grep -q "src3/cpy3" /tmp/rels.json' "no relationship of the copy left"
+check_serving_on "$IT" "$SERIAL3"
+io_stop
+check 'io_verify "$TGT3"' "the writer's data is on tgt3's disk"
+run lr detach src3/tgt3
+check '[ $? -eq 0 ]' "detach exits 0"
+initiator_logout "$IQN-3"
