@@ -8,7 +8,12 @@
 #   copy.*   Sync initial resync and UnSyncUnAssoc copy (attach -> job Completed) vs
 #            `dd bs=1M iflag=direct oflag=direct` between the same two disks
 #   io.*     initiator writes through iSCSI (1 MiB throughput, 4 KiB latency) on one LUN whose
-#            backstore is linear (adopted), Sync-mirrored, Async (raid1 write-mostly)
+#            backstore is linear (adopted), Sync (a synchronous raid1: the target has the
+#            room), Async (raid1 write-mostly)
+#   track.*  Resync after a Fracture with 1 % of the LUN rewritten, vs the full initial copy
+#   lvm.*    the same with LVM on the same two disks (run before the product touches them): a
+#            raid1 LV's initial sync, `--splitmirrors 1 --trackchanges` then `--mergemirrors`
+#            with 1 % rewritten, and initiator writes to the LV exported the same way
 #   lag.*    Async under a steady write load: the lag bound, convergence after the writes stop
 #   cp.*     control plane: snapshot AttachReplica round trip vs EnumerateJobs round trip,
 #            daemon VmRSS
@@ -22,7 +27,7 @@
 . "$(dirname "$0")/lib.sh"
 
 BENCH_ROUNDS=2      # repetitions of each measurement (scripts/bench --rounds rewrites this line)
-BENCH_PARTS="copy io control snap"   # the parts to run (scripts/bench --parts rewrites this line)
+BENCH_PARTS="copy lvm io control snap"   # the parts to run (scripts/bench --parts rewrites this line)
 IO_MB=128           # initiator throughput: MiB written with bs=1M per measurement (at most
                     # a quarter of the LUN)
 LAT_N=1000          # initiator latency: 4 KiB writes per measurement
@@ -198,17 +203,94 @@ md5dev_at() { # DEV SKIP_MiB MiB
   dd if="$1" bs=1M skip="$2" count="$3" iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
 }
 
-# track.*: the Async relationship $REL is up and in sync: Fracture, the initiator rewrites 1 %
-# of the LUN, Resync until its job ends; against the same relationship's full initial copy
-track_round() { # ROUND
+# track.*: the relationship $REL (a raid1) is up and in sync: Fracture, the initiator rewrites
+# 1 % of the LUN, Resync until its job ends; against the same relationship's full initial copy
+track_round() { # KEY: the bench key of the Resync's time
   run lr fracture "$REL" > /dev/null || { fail "fracture $REL"; return 1; }
   dd if=/dev/urandom of="$SD" bs=1M count="$TRACK_MB" seek="$TRACK_SEEK" oflag=direct conv=notrunc 2>/dev/null ||
     fail "rewrite of $TRACK_MB MiB through the initiator"
   _b_t0=$(now)
   lr --json resync "$REL" > /tmp/b-resync.json 2>&1 || { fail "resync $REL: $(cat /tmp/b-resync.json)"; return 1; }
   job_wait "$(jfield Job < /tmp/b-resync.json)"
-  bench "track.resync.$1" "$(since "$_b_t0")"
+  bench "$1" "$(since "$_b_t0")"
   [ "$JSTATE" = 7 ] || fail "resync job ended in state $JSTATE"
+}
+
+# lvm.*: LVM raid1 on the disks the io part uses next (2 and 3), the same sizes and the same
+# writes; everything of LVM's is removed again before the product's rounds
+LVM_RAID_CFG=''
+LRIQN=iqn.2003-01.org.linux-iscsi.bench:lvmraid
+RVG=benchrvg
+
+lvmr() { # CMD ARG...: an lvm command on the raid VG, its output shown only when it fails
+  _b_c=$1
+  shift
+  lvm "$_b_c" --config "$LVM_RAID_CFG" "$@" > /tmp/b-lvm.out 2>&1 ||
+    { fail "lvm $_b_c $*: $(tail -n 3 /tmp/b-lvm.out | tr '\n' ' ')"; return 1; }
+}
+
+lv_synced() { # LV: its raid1 images are all in sync
+  _b_p=$(lvm lvs --config "$LVM_RAID_CFG" --noheadings -o sync_percent "$RVG/$1" 2>/dev/null | tr -d ' ')
+  [ "$_b_p" = 100.00 ]
+}
+
+lv_wait_synced() { # LV T0: until in sync, at most 600 s
+  while ! lv_synced "$1"; do
+    [ "$(since "$2" | cut -d. -f1)" -lt 600 ] || { fail "lvm: $1 not in sync after 600 s"; return 1; }
+    sleep 0.1
+  done
+}
+
+part_lvm() {
+  _b_mb=$(($(dev_sectors "$(disk 2)") / 2048 - 16))   # the io part's LUN size
+  _b_tr=$((_b_mb / 100 > 0 ? _b_mb / 100 : 1))
+  L_A=$(disk 2) L_B=$(disk 3)
+  LVM_RAID_CFG="devices { filter = [ \"a|^$L_A\$|\", \"a|^$L_B\$|\", \"r|.*|\" ] }"
+  bench lvm.bytes $((_b_mb * 1048576))
+  bench lvm.track_bytes $((_b_tr * 1048576))
+  fill_zero "$L_A"
+  fill_zero "$L_B"
+  lvmr pvcreate -y "$L_A" "$L_B" || return 1
+  lvmr vgcreate "$RVG" "$L_A" "$L_B" || return 1
+  lvm version | head -n 1 | while read -r _b_l; do log "lvm: $_b_l"; done
+  r=1
+  while [ $r -le $BENCH_ROUNDS ]; do
+    _b_t0=$(now)
+    lvmr lvcreate -y --type raid1 -m 1 -L "${_b_mb}m" -n lr "$RVG" "$L_A" "$L_B" || return 1
+    lv_wait_synced lr "$_b_t0" && bench "lvm.resync.$r" "$(since "$_b_t0")"
+    if [ $r -eq 1 ]; then
+      # the LV through LIO, as the product's LUN is exported
+      lio_iblock lvr "/dev/mapper/$RVG-lr" > /dev/null || return 1
+      lio_export lvr "$LRIQN" || return 1
+      start_iscsid
+      LRD=$(initiator_login "$LRIQN") || return 1
+      _b_r=1 _b_at=$((_b_mb / 8))
+      [ "$IO_MB" -le $((_b_mb / 4)) ] || IO_MB=$((_b_mb / 4))
+      while [ $_b_r -le "$BENCH_ROUNDS" ]; do
+        bench "io.lvm.tput.$_b_r" "$(timed_dd /dev/zero "$LRD" bs=1M count="$IO_MB" seek="$_b_at" oflag=direct conv=notrunc)"
+        bench "io.lvm.lat.$_b_r" "$(timed_dd /dev/zero "$LRD" bs=4k count=$LAT_N seek=$((_b_at * 256)) oflag=direct conv=notrunc)"
+        _b_r=$((_b_r + 1))
+      done
+      # LVM's change-tracked split and merge, 1 % rewritten through the initiator meanwhile
+      lvmr lvconvert -y --splitmirrors 1 --trackchanges "$RVG/lr" || return 1
+      dd if=/dev/urandom of="$LRD" bs=1M count="$_b_tr" seek=$((_b_mb / 2)) oflag=direct conv=notrunc 2>/dev/null ||
+        fail "lvm: rewrite of $_b_tr MiB through the initiator"
+      _b_t0=$(now)
+      lvmr lvconvert -y --mergemirrors "$RVG/lr_rimage_1" || return 1
+      lv_wait_synced lr "$_b_t0" && bench "lvm.track.1" "$(since "$_b_t0")"
+      check 'lv_synced lr' "lvm: the merged image is in sync"
+      initiator_logout "$LRIQN"
+      lio_unexport "$LRIQN"
+      lio_delete lvr
+    fi
+    lvmr lvremove -y "$RVG/lr" || return 1
+    r=$((r + 1))
+  done
+  lvmr vgremove -y "$RVG" || return 1
+  lvmr pvremove -y "$L_A" "$L_B" || return 1
+  # (dd ends at the end of the device with an error)
+  fill_zero "$L_A" || :
+  fill_zero "$L_B" || :
 }
 
 part_io() {
@@ -244,14 +326,16 @@ part_io() {
     check 'shim_table isrc | grep -q " linear "' "round $r: LUN on linear"
     io_measure linear $r
     attach_timed isrc itgt sync && bench "io.sync.resync.$r" "$T"
-    check 'real_table isrc | grep -q " mirror "' "round $r: LUN on mirror"
+    # (the target has the room of an Async copy: a raid1 without write_mostly)
+    check 'real_table isrc | grep " raid raid1 " | grep -vq write_mostly' "round $r: LUN on a synchronous raid1"
+    [ $r -ne 1 ] || track_round track.sync.1
     io_measure sync $r
     [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
     attach_timed isrc itgt async && bench "io.async.resync.$r" "$T"
     check 'real_table isrc | grep -q " raid raid1 .*write_mostly"' "round $r: LUN on raid1 write-mostly"
     io_measure async $r
     [ $r -ne 1 ] || part_lag
-    track_round $r
+    track_round "track.resync.$r"
     [ -z "$REL" ] || run lr detach "$REL" || fail "detach $REL"
     r=$((r + 1))
   done
@@ -550,6 +634,11 @@ if want copy; then
   bench part.copy_s "$(since "$_p_t0")"
 fi
 bench cp.rss_copy_kb "$(rss_kb)"
+if want lvm; then
+  _p_t0=$(now)
+  part_lvm || fail "LVM part did not run to its end"
+  bench part.lvm_s "$(since "$_p_t0")"
+fi
 if want io; then
   _p_t0=$(now)
   part_io || fail "initiator part did not run to its end"
