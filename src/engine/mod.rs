@@ -41,6 +41,10 @@ use relationship::Relationship;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How long a look at a disk the kernel reports nothing about (a snapshot's origin or COW
+/// store, a returning raid1 target) waits for a read of its first block.
+pub(crate) const DISK_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 use std::time::Duration;
 use tracing::{info, info_span, warn};
 

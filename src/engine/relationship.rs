@@ -36,7 +36,7 @@ use crate::names::{Element, Plugin};
 use crate::service::{CopyType, RelationshipView, SyncState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1106,7 +1106,7 @@ pub(crate) fn resync(e: &Engine, rel: &Relationship) -> Result<Attached> {
         // new bits in memory only, and writes them out when the raid1 is suspended for the
         // reload. With the disk still failing they would be lost, and a later Resync would
         // skip regions that differ.
-        if let Err(e) = i.dm.read_probe(rel.tgt_raw, Duration::from_secs(2)) {
+        if let Err(e) = i.dm.read_probe(rel.tgt_raw, super::DISK_PROBE_TIMEOUT) {
             return Err(Error::Invalid(format!(
                 "relationship {} cannot be resynchronised yet: the target's disk {} does not \
                  answer ({e}); Resync once it is back",

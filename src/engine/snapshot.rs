@@ -27,7 +27,6 @@ use crate::dm::{Devno, DmName, Sectors, SnapshotParams, SnapshotStatus, TableLin
 use crate::error::{Error, Result, ReturnCode};
 use crate::jobs::{JobCtx, JobSpec, JobStop};
 use crate::service::{CopyType, RelationshipView, SyncState};
-use std::time::Duration;
 use tracing::{info, warn};
 
 pub(crate) struct Snapshot;
@@ -91,9 +90,6 @@ fn drop_snapshot(i: &Inner, rel: &Relationship) -> Result<()> {
     })
 }
 
-/// How long a look at a snapshot waits for a read of one of its disks.
-const DISK_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Why the snapshot's image cannot be read whole, if one of its disks fails reads: the
 /// source's disk (which holds every chunk not copied out yet; only while the source's real
 /// device is that disk alone: a mirror under the source answers for its own legs) or the
@@ -107,7 +103,7 @@ fn failed_disk(i: &Inner, rel: &Relationship) -> Result<Option<String>> {
         _ => None,
     };
     if let Some(dev) = origin_disk {
-        if let Err(e) = i.dm.read_probe(dev, DISK_PROBE_TIMEOUT) {
+        if let Err(e) = i.dm.read_probe(dev, super::DISK_PROBE_TIMEOUT) {
             return Ok(Some(format!(
                 "the source's disk ({dev}) fails ({e}): the source fails too, and the image, \
                  which shares every chunk not yet copied out with that disk, cannot be read \
@@ -115,7 +111,7 @@ fn failed_disk(i: &Inner, rel: &Relationship) -> Result<Option<String>> {
             )));
         }
     }
-    if let Err(e) = i.dm.read_probe(rel.tgt_raw, DISK_PROBE_TIMEOUT) {
+    if let Err(e) = i.dm.read_probe(rel.tgt_raw, super::DISK_PROBE_TIMEOUT) {
         return Ok(Some(format!(
             "the COW store's disk ({}) fails ({e}): the image is lost; the source is unaffected",
             rel.tgt_raw
