@@ -466,6 +466,9 @@ daemon_start() {
     fail "daemon did not come up (log: $(tail -n 3 "$LR_LOG" | tr '\n' ' '))"
     return 1
   fi
+  # The socket is bound before the restart's recovery runs; a request is answered only after
+  # it. Checks that read configfs or dm directly must not look before then.
+  wait_for 60 'lr jobs > /dev/null 2>&1 || ! _e2e_alive "$(daemon_pid)"'
   log "daemon: pid $(daemon_pid), socket $LR_SOCKET"
 }
 
