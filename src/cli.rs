@@ -8,6 +8,7 @@ use crate::service::{
     CopyType, JobState, JobView, MethodResult, Operation, RelationshipView, RequestedState,
     StorageObjectView,
 };
+use crate::wbem;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -149,6 +150,32 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "/sys/kernel/config/target")]
         configfs_root: PathBuf,
     },
+    /// Manage the accounts of the CIM-XML server (no daemon needed; it sees changes at once).
+    CimUser {
+        #[command(subcommand)]
+        action: CimUserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CimUserAction {
+    /// Add USER, or give it a new password; the password is read from standard input.
+    Add {
+        user: String,
+        #[arg(long, value_name = "FILE", default_value = wbem::users::DEFAULT_USERS_FILE)]
+        file: PathBuf,
+    },
+    /// Remove USER.
+    Remove {
+        user: String,
+        #[arg(long, value_name = "FILE", default_value = wbem::users::DEFAULT_USERS_FILE)]
+        file: PathBuf,
+    },
+    /// List the users.
+    List {
+        #[arg(long, value_name = "FILE", default_value = wbem::users::DEFAULT_USERS_FILE)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +198,21 @@ pub struct ServeArgs {
     /// Default: /var/lib/lio-replica; with `--dm sim`, none unless given.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Serve CIM-XML over plain HTTP on ADDR:PORT (loopback addresses only; usually 5988).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub cim_listen: Option<std::net::SocketAddr>,
+    /// Serve CIM-XML over HTTPS on ADDR:PORT (usually 5989); needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub cim_tls_listen: Option<std::net::SocketAddr>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CIM server's accounts (see `cim-user`).
+    #[arg(long, value_name = "FILE", default_value = wbem::users::DEFAULT_USERS_FILE)]
+    pub cim_users: PathBuf,
 }
 
 /// The state directory of a daemon on the kernel.
@@ -226,6 +268,7 @@ pub fn run(cli: Cli) -> i32 {
             state_dir,
             configfs_root,
         } => return restore_devices(state_dir, configfs_root, cli.json),
+        Command::CimUser { action } => return cim_user(action, cli.json),
         _ => run_client(&cli),
     };
     match outcome {
@@ -243,6 +286,40 @@ fn serve(socket: &Path, args: &ServeArgs) -> i32 {
         Err(e) => {
             eprintln!("lio-replica: serve: {e:#}");
             1
+        }
+    }
+}
+
+fn cim_user(action: &CimUserAction, json: bool) -> i32 {
+    use wbem::users;
+    let result = match action {
+        CimUserAction::Add { user, file } => users::validate_user(user)
+            .and_then(|()| users::read_password(&mut std::io::stdin().lock()))
+            .and_then(|pw| users::add(file, user, &pw))
+            .map(|existed| {
+                out(&if existed {
+                    format!("CIM user {user}: password changed in {}.", file.display())
+                } else {
+                    format!("CIM user {user} added to {}.", file.display())
+                })
+            }),
+        CimUserAction::Remove { user, file } => users::remove(file, user)
+            .map(|()| out(&format!("CIM user {user} removed from {}.", file.display()))),
+        CimUserAction::List { file } => users::list(file).map(|names| {
+            if json {
+                out(&serde_json::to_string_pretty(&names).unwrap_or_default());
+            } else if names.is_empty() {
+                out(&format!("No CIM users in {}.", file.display()));
+            } else {
+                out(&names.join("\n"));
+            }
+        }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lio-replica: cim-user: {e:#}");
+            EXIT_INVALID
         }
     }
 }
@@ -279,8 +356,17 @@ fn serve_inner(socket: &Path, args: &ServeArgs) -> anyhow::Result<()> {
     signals.add(Signal::SIGINT);
     signals.thread_block().context("blocking SIGTERM/SIGINT")?;
 
-    // The socket first: a second daemon stops here, before touching the kernel.
+    // The sockets first: a second daemon, or a mistaken CIM option, stops here, before
+    // touching the kernel.
     let (listener, socket_file) = api::bind_socket(socket)?;
+    let wbem_opts = wbem::WbemOptions {
+        listen: args.cim_listen,
+        tls_listen: args.cim_tls_listen,
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        users: args.cim_users.clone(),
+    };
+    let cim_listeners = wbem::bind(&wbem_opts).context("the CIM-XML server")?;
     let cfg = ServeConfig {
         configfs_root: args.configfs_root.clone(),
         dm: match args.dm {
@@ -302,6 +388,11 @@ fn serve_inner(socket: &Path, args: &ServeArgs) -> anyhow::Result<()> {
         "starting engine"
     );
     let service = engine::build_service(&cfg).context("starting the engine")?;
+    let _cim = if wbem_opts.enabled() {
+        Some(wbem::start(cim_listeners, service.clone(), &wbem_opts)?)
+    } else {
+        None
+    };
     let server = api::Server::new(listener, Some(socket_file), service);
     let handle = server.shutdown_handle();
     std::thread::Builder::new()
@@ -337,7 +428,9 @@ fn run_client(cli: &Cli) -> Outcome {
     let mut client = Client::connect(&cli.socket)?;
     let json = cli.json;
     match &cli.command {
-        Command::Serve(_) | Command::RestoreDevices { .. } => unreachable!("handled by run"),
+        Command::Serve(_) | Command::RestoreDevices { .. } | Command::CimUser { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Attach {
             source,
             target,

@@ -3,7 +3,8 @@
 //!
 //! Layers, each testable on its own: [`configfs`] (root injectable) -> [`dm`] (a trait with the
 //! kernel backend and a simulated one) -> [`engine`] (one module per copy type) -> [`jobs`] ->
-//! [`api`] (JSON-RPC over a Unix socket) -> the CLI in the binary.
+//! [`api`] (JSON-RPC over a Unix socket) and [`wbem`] (CIM-XML over HTTPS) -> the CLI in the
+//! binary.
 
 pub mod api;
 pub mod cim;
@@ -18,5 +19,6 @@ mod par;
 pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wbem;
 
 pub use error::{Error, Result, ReturnCode};

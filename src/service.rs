@@ -122,6 +122,8 @@ pub struct StorageObjectView {
     pub hba: String,
     pub device: Option<String>,
     pub size_bytes: Option<u64>,
+    /// The logical block size initiators see.
+    pub block_size: Option<u32>,
     pub wwn: Option<String>,
     pub enabled: bool,
     pub readonly: bool,

@@ -32,6 +32,15 @@ const TARGETS_PER_THREAD: usize = 4;
 const LUNS_PER_THREAD: usize = 256;
 
 impl ConfigFs {
+    /// `attrib/block_size` of a listed storage object: the logical block size initiators
+    /// see. Not part of the listing, which reads no attributes.
+    pub fn block_size(&self, so: &StorageObjectSummary) -> Option<u32> {
+        read_attr(&so.path.join("attrib").join("block_size"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Every storage object of every plugin under `core/`, without attributes, sorted by
     /// plugin, HBA index and name.
     pub fn storage_objects(&self) -> Result<Vec<StorageObjectSummary>> {

@@ -749,12 +749,14 @@ impl Service for Engine {
                 && ours
                     .get(&so.name)
                     .is_some_and(|devno| adopt::runs_on(&*i.dm, so.udev_path.as_deref(), *devno));
-            (size_bytes, adopted)
+            // what initiators see; read here, not by the listing, which reads no attributes
+            let block_size = i.cfs.block_size(so);
+            (size_bytes, adopted, block_size)
         });
         Ok(objects
             .into_iter()
             .zip(from_device)
-            .map(|(so, (size_bytes, adopted))| {
+            .map(|(so, (size_bytes, adopted, block_size))| {
                 let element = so.element();
                 let relationship = rel_of.get(&element).cloned();
                 let key = (so.hba, so.name);
@@ -767,6 +769,7 @@ impl Service for Engine {
                     hba,
                     device: so.udev_path,
                     size_bytes,
+                    block_size,
                     wwn: so.wwn,
                     enabled: so.enabled,
                     readonly: so.readonly,
@@ -856,15 +859,17 @@ pub fn build_service(cfg: &ServeConfig) -> anyhow::Result<Arc<dyn Service>> {
     Ok(Arc::new(engine))
 }
 
-/// A new simulated target: four 64 MiB sparse disk images beside the configfs root, a block
+/// A new simulated target: four sparse disk images beside the configfs root, a block
 /// backstore on each (`disk0`..`disk3`), `disk0` exported as LUN 0 of an iSCSI target.
+/// `disk0` and `disk1` have 64 MiB; `disk2` and `disk3` 72 MiB, the room an Async copy of
+/// `disk0` needs for its metadata.
 fn seed_simulation(cfs: &ConfigFs) -> Result<()> {
     let dir = cfs.root().parent().unwrap_or(cfs.root()).join("sim-disks");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     for k in 0..4 {
         let img = dir.join(format!("disk{k}.img"));
         std::fs::File::create(&img)
-            .and_then(|f| f.set_len(64 << 20))
+            .and_then(|f| f.set_len(if k < 2 { 64 << 20 } else { 72 << 20 }))
             .map_err(|e| Error::io("create", &img, e))?;
         let so = cfs.create_iblock(&crate::configfs::IblockSpec {
             name: format!("disk{k}"),

@@ -202,6 +202,7 @@ impl Service for Mock {
             hba: "iblock_0".into(),
             device: Some("/dev/mapper/lr1-src".into()),
             size_bytes: Some(1 << 30),
+            block_size: Some(512),
             wwn: Some("6001405abcdef".into()),
             enabled: true,
             readonly: false,
