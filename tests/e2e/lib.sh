@@ -562,3 +562,81 @@ serve_pair() {
   io_start "$SD"
   sleep 2
 }
+
+# ---------------------------------------------------------------- CIM-XML (WBEM)
+# The daemon's CIM-XML server over plain HTTP on loopback, driven with busybox wget. Set
+# CIM_PORT, CIM_USER and CIM_PW first; the classes' host keys use `hostname`.
+
+CIM_NS=root/cimv2/storage/iscsitarget
+
+_cim_ns() { echo "$1" | awk -F/ '{printf "<LOCALNAMESPACEPATH>"; for (i = 1; i <= NF; i++) printf "<NAMESPACE NAME=\"%s\"/>", $i; printf "</LOCALNAMESPACEPATH>"}'; }
+_cim_key() { printf '<KEYBINDING NAME="%s"><KEYVALUE VALUETYPE="string">%s</KEYVALUE></KEYBINDING>' "$1" "$2"; }
+_cim_msg() { printf '<?xml version="1.0" encoding="utf-8"?><CIM CIMVERSION="2.0" DTDVERSION="2.0"><MESSAGE ID="1" PROTOCOLVERSION="1.0"><SIMPLEREQ>%s</SIMPLEREQ></MESSAGE></CIM>' "$1"; }
+
+# cim_volume NAME: the INSTANCENAME of the volume of block/NAME
+cim_volume() {
+  printf '<INSTANCENAME CLASSNAME="LIO_StorageVolume">%s%s%s%s</INSTANCENAME>' \
+    "$(_cim_key SystemCreationClassName LIO_ComputerSystem)" "$(_cim_key SystemName "$(hostname)")" \
+    "$(_cim_key CreationClassName LIO_StorageVolume)" "$(_cim_key DeviceID "block/$1")"
+}
+
+_cim_service_path() {
+  printf '<LOCALINSTANCEPATH>%s<INSTANCENAME CLASSNAME="LIO_StorageConfigurationService">%s%s%s%s</INSTANCENAME></LOCALINSTANCEPATH>' \
+    "$(_cim_ns "$CIM_NS")" "$(_cim_key SystemCreationClassName LIO_ComputerSystem)" \
+    "$(_cim_key SystemName "$(hostname)")" "$(_cim_key CreationClassName LIO_StorageConfigurationService)" \
+    "$(_cim_key Name lio-replica)"
+}
+
+# cim_post METHOD XML: POST the request, the response on stdout; non-zero if HTTP failed
+cim_post() {
+  _cim_msg "$2" > "$E2E_STATE/cim-req.xml"
+  wget -q -O - --header "CIMOperation: MethodCall" --header "CIMMethod: $1" \
+    --header "Content-Type: application/xml; charset=utf-8" --post-file "$E2E_STATE/cim-req.xml" \
+    "http://$CIM_USER:$CIM_PW@127.0.0.1:$CIM_PORT/cimom"
+}
+
+# cim_enumerate CLASS: EnumerateInstances of CLASS, one instance per line
+cim_enumerate() {
+  cim_post EnumerateInstances "$(printf '<IMETHODCALL NAME="EnumerateInstances">%s<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="%s"/></IPARAMVALUE></IMETHODCALL>' "$(_cim_ns "$CIM_NS")" "$1")" |
+    sed 's#</VALUE.NAMEDINSTANCE>#&\n#g'
+}
+
+# cim_attach SOURCE TARGET COPYTYPE: AttachReplica with volume references (names of block
+# objects); the METHODRESPONSE on stdout
+cim_attach() {
+  cim_post AttachReplica "$(printf '<METHODCALL NAME="AttachReplica">%s<PARAMVALUE NAME="SourceElement" PARAMTYPE="reference"><VALUE.REFERENCE>%s</VALUE.REFERENCE></PARAMVALUE><PARAMVALUE NAME="TargetElement" PARAMTYPE="reference"><VALUE.REFERENCE>%s</VALUE.REFERENCE></PARAMVALUE><PARAMVALUE NAME="CopyType" PARAMTYPE="uint16"><VALUE>%s</VALUE></PARAMVALUE></METHODCALL>' \
+    "$(_cim_service_path)" "$(cim_volume "$1")" "$(cim_volume "$2")" "$3")"
+}
+
+# cim_modify OPERATION SOURCE TARGET: ModifySynchronization of the relationship SOURCE -> TARGET
+cim_modify() {
+  cim_post ModifySynchronization "$(printf '<METHODCALL NAME="ModifySynchronization">%s<PARAMVALUE NAME="Operation" PARAMTYPE="uint16"><VALUE>%s</VALUE></PARAMVALUE><PARAMVALUE NAME="Synchronization" PARAMTYPE="reference"><VALUE.REFERENCE><INSTANCENAME CLASSNAME="LIO_StorageSynchronized"><KEYBINDING NAME="SystemElement"><VALUE.REFERENCE>%s</VALUE.REFERENCE></KEYBINDING><KEYBINDING NAME="SyncedElement"><VALUE.REFERENCE>%s</VALUE.REFERENCE></KEYBINDING></INSTANCENAME></VALUE.REFERENCE></PARAMVALUE></METHODCALL>' \
+    "$(_cim_service_path)" "$1" "$(cim_volume "$2")" "$(cim_volume "$3")")"
+}
+
+# cim_job JOB: GetInstance of the ConcreteJob with InstanceID JOB
+cim_job() {
+  cim_post GetInstance "$(printf '<IMETHODCALL NAME="GetInstance">%s<IPARAMVALUE NAME="InstanceName"><INSTANCENAME CLASSNAME="LIO_ConcreteJob">%s</INSTANCENAME></IPARAMVALUE></IMETHODCALL>' \
+    "$(_cim_ns "$CIM_NS")" "$(_cim_key InstanceID "$1")")"
+}
+
+# cim_rv: the RETURNVALUE of the METHODRESPONSE on stdin
+cim_rv() { sed -n 's#.*<RETURNVALUE[^>]*><VALUE>\([0-9]*\)</VALUE>.*#\1#p'; }
+# cim_job_ref: the InstanceID of the Job output parameter on stdin
+cim_job_ref() { sed -n 's#.*<KEYBINDING NAME="InstanceID"><KEYVALUE VALUETYPE="string">\([^<]*\)</KEYVALUE>.*#\1#p'; }
+# cim_prop NAME: the value of scalar property NAME of the (one) instance on stdin
+cim_prop() { sed -n "s#.*<PROPERTY NAME=\"$1\" TYPE=\"[a-z0-9]*\"><VALUE>\([^<]*\)</VALUE>.*#\1#p" | head -n 1; }
+
+# cim_wait_job JOB: follow the job by GetInstance until it ends; its last instance in
+# $E2E_STATE/cim-job.xml, its JobState on stdout
+cim_wait_job() {
+  _cim_n=0
+  while [ "$_cim_n" -lt 600 ]; do
+    cim_job "$1" > "$E2E_STATE/cim-job.xml" || break
+    _cim_s=$(cim_prop JobState < "$E2E_STATE/cim-job.xml")
+    case $_cim_s in 2|3|4) ;; *) break ;; esac
+    sleep 0.5
+    _cim_n=$((_cim_n + 1))
+  done
+  cim_prop JobState < "$E2E_STATE/cim-job.xml"
+}
