@@ -1,7 +1,7 @@
 //! Test support shared by the unit tests, the integration tests and the benches: a real engine
 //! on a fake configfs tree and the simulated device-mapper ([`world`]), a mock [`Service`]
-//! with canned answers and a server running it on a temporary socket ([`mock`]), and a client
-//! speaking raw lines to the API socket ([`raw`]).
+//! with canned answers and a server running it on a temporary socket ([`mock`]), a client
+//! speaking raw lines to the API socket ([`raw`]), and a CIM-XML client ([`cim`]).
 //!
 //! Compiled for the crate's own tests, and with the `testing` feature, which the integration
 //! tests and benches enable through the crate's dev-dependency on itself; a normal build
@@ -9,6 +9,7 @@
 //!
 //! [`Service`]: crate::service::Service
 
+pub mod cim;
 pub mod mock;
 pub mod raw;
 pub mod world;
