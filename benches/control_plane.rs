@@ -12,6 +12,10 @@
 //!   (simulated device-mapper, so each job takes milliseconds), and on the big tree; the
 //!   in-memory job table on its own (`JobManager`, same number of jobs, in this process).
 //!
+//! * CIM-XML: the daemons above also serve CIM-XML over HTTPS (a self-signed certificate made
+//!   by `openssl`); EnumerateInstances of the tree's volumes and the AttachReplica round trip,
+//!   each over one kept-alive HTTPS connection, against the same calls over JSON-RPC.
+//!
 //! Prints `BENCH key value` lines and Markdown table rows (`BENCHROW | ... |`), which
 //! `scripts/bench` collects into BENCHMARKS.md. Run: `cargo bench --bench control_plane`.
 //! The trees are built in `BENCH_DIR` (default `/dev/shm` if it is there: configfs lives in
@@ -26,7 +30,10 @@ use lio_replica::engine::{Engine, Options};
 use lio_replica::jobs::{JobManager, JobSpec};
 use lio_replica::names::Plugin;
 use lio_replica::service::Service;
+use lio_replica::testing::cim::{class_name, reference, uint16, CimClient};
 use lio_replica::testing::sparse_file;
+use lio_replica::wbem::provider::NS_STORAGE;
+use lio_replica::wbem::xml::{Call, IReturn, KeyValue, ObjectPath as CimPath, Response};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -305,6 +312,44 @@ fn lean_list(root: &Path) -> usize {
 struct Daemon {
     child: Child,
     socket: PathBuf,
+    /// The CIM-XML server: its HTTPS address and certificate.
+    cim: (std::net::SocketAddr, PathBuf),
+}
+
+const CIM_USER: &str = "bench";
+const CIM_PW: &str = "bench-pw";
+
+/// A self-signed certificate for 127.0.0.1 (not a CA: rustls wants an end-entity) and its key.
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl")
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }
 
 impl Daemon {
@@ -314,6 +359,10 @@ impl Daemon {
         fs::create_dir_all(dir).unwrap();
         let socket = dir.join("lio-replica.sock");
         let log = fs::File::create(dir.join("daemon.log")).unwrap();
+        let (cert, key) = make_cert(dir);
+        let users = dir.join("cim-users");
+        lio_replica::wbem::users::add(&users, CIM_USER, CIM_PW).expect("a CIM account");
+        let cim = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_lio-replica"))
             .arg("serve")
             .arg("--dm")
@@ -324,6 +373,14 @@ impl Daemon {
             .arg(&socket)
             .arg("--lock-file")
             .arg(dir.join("rtslib_backstore.lock"))
+            .arg("--cim-tls-listen")
+            .arg(cim.to_string())
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--cim-users")
+            .arg(&users)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -340,7 +397,16 @@ impl Daemon {
         }
         // let start-up work (rediscovery, seeding) settle before reading its memory
         std::thread::sleep(Duration::from_millis(500));
-        Daemon { child, socket }
+        Daemon {
+            child,
+            socket,
+            cim: (cim, cert),
+        }
+    }
+
+    fn cim(&self) -> CimClient {
+        CimClient::tls(self.cim.0, &self.cim.1, CIM_USER, CIM_PW)
+            .expect("connect to the CIM server")
     }
 
     fn pid(&self) -> String {
@@ -375,6 +441,79 @@ fn snapshot_rounds(d: &Daemon, src: &str, tgt: &str, n: usize) -> Vec<Duration> 
             let rel = r.relationship.expect("a relationship");
             let r = c.modify_synchronization(&rel, 2, false).expect("Detach");
             assert_eq!(r.return_value, 0, "detach: {:?}", r.description);
+            took
+        })
+        .collect()
+}
+
+/// EnumerateInstances of CIM_StorageVolume over one HTTPS connection; the number of volumes.
+fn cim_volumes(c: &mut CimClient) -> usize {
+    match c
+        .intrinsic(
+            "EnumerateInstances",
+            NS_STORAGE,
+            vec![class_name("ClassName", "CIM_StorageVolume")],
+        )
+        .expect("EnumerateInstances")
+    {
+        Response::Intrinsic {
+            result: Ok(IReturn::NamedInstances(v)),
+            ..
+        } => v.len(),
+        other => panic!("EnumerateInstances: {other:?}"),
+    }
+}
+
+/// `snapshot_rounds` over CIM-XML: AttachReplica and ModifySynchronization Detach, each with
+/// volume references, on one kept-alive HTTPS connection; the attach round trips.
+fn cim_snapshot_rounds(d: &Daemon, src: &str, tgt: &str, n: usize) -> Vec<Duration> {
+    let mut c = d.cim();
+    let service = CimPath::new("LIO_StorageConfigurationService")
+        .with_string_key("SystemCreationClassName", "LIO_ComputerSystem")
+        .with_string_key("SystemName", &lio_replica::wbem::host_name())
+        .with_string_key("CreationClassName", "LIO_StorageConfigurationService")
+        .with_string_key("Name", "lio-replica")
+        .in_namespace(None, NS_STORAGE);
+    let vol = |name: &str| {
+        CimPath::new("LIO_StorageVolume")
+            .with_string_key("SystemCreationClassName", "LIO_ComputerSystem")
+            .with_string_key("SystemName", &lio_replica::wbem::host_name())
+            .with_string_key("CreationClassName", "LIO_StorageVolume")
+            .with_string_key("DeviceID", name)
+    };
+    let method = |name: &str| Call::Extrinsic {
+        name: name.into(),
+        target: service.clone(),
+    };
+    let rv = |r: Response| match r {
+        Response::Extrinsic { result: Ok(m), .. } => m.return_value,
+        other => panic!("{other:?}"),
+    };
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            let r = c
+                .call(
+                    method("AttachReplica"),
+                    vec![
+                        reference("SourceElement", vol(src)),
+                        reference("TargetElement", vol(tgt)),
+                        uint16("CopyType", 4),
+                    ],
+                )
+                .expect("AttachReplica");
+            let took = t0.elapsed();
+            assert_eq!(rv(r), "0", "snapshot attach over CIM-XML");
+            let sync = CimPath::new("LIO_StorageSynchronized")
+                .with_key("SystemElement", KeyValue::Reference(Box::new(vol(src))))
+                .with_key("SyncedElement", KeyValue::Reference(Box::new(vol(tgt))));
+            let r = c
+                .call(
+                    method("ModifySynchronization"),
+                    vec![uint16("Operation", 2), reference("Synchronization", sync)],
+                )
+                .expect("Detach");
+            assert_eq!(rv(r), "0", "detach over CIM-XML");
             took
         })
         .collect()
@@ -611,6 +750,19 @@ fn main() {
                 &format!("**{:.2}**", t_eng.as_secs_f64() / t_api.as_secs_f64()),
                 "—",
             ]);
+            if !exported {
+                let mut cim = d.cim();
+                let (t_cim, n4) = time_median(|| cim_volumes(&mut cim));
+                assert_eq!(n4, n_obj);
+                bench("host.plain.cim_enum_ms", format!("{:.1}", ms(t_cim)));
+                row([
+                    &format!("EnumerateInstances of {n_obj} CIM_StorageVolume over HTTPS (kept-alive connection, CIM-XML included)"),
+                    &format!("{:.1} ms", ms(t_cim)),
+                    &format!("EnumerateStorageObjects over JSON-RPC, same daemon: {:.1} ms", ms(t_api)),
+                    &format!("**{:.2}**", t_api.as_secs_f64() / t_cim.as_secs_f64()),
+                    "—",
+                ]);
+            }
             row([
                 "daemon VmRSS on this tree: at rest / after the enumerations above (peak)",
                 &format!("{rest} KiB / {after} KiB (peak {hwm} KiB)"),
@@ -653,6 +805,26 @@ fn main() {
                 small.as_secs_f64() / big.as_secs_f64(),
                 big.as_secs_f64() / small.as_secs_f64()
             ),
+            "—",
+        ]);
+    }
+    {
+        let mut rt = snapshot_rounds(&d, "block/disk1", "block/disk2", 11);
+        rt.sort();
+        let json = rt[rt.len() / 2];
+        let mut rt = cim_snapshot_rounds(&d, "block/disk1", "block/disk2", 11);
+        rt.sort();
+        let cim = rt[rt.len() / 2];
+        bench("host.small.cim_attach_ms", format!("{:.2}", ms(cim)));
+        bench("host.small.json_attach_ms", format!("{:.2}", ms(json)));
+        row([
+            "AttachReplica round trip (snapshot) over HTTPS, kept-alive connection (median of 11)",
+            &format!("{:.2} ms", ms(cim)),
+            &format!(
+                "the same call over the Unix socket (JSON-RPC, median of 11): {:.2} ms",
+                ms(json)
+            ),
+            &format!("**{:.2}**", json.as_secs_f64() / cim.as_secs_f64()),
             "—",
         ]);
     }

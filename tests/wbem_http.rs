@@ -174,6 +174,11 @@ fn bad_requests_get_the_http_status_and_cim_error_header() {
             "400",
             Some("header-mismatch"),
         ),
+        (
+            request("CIMOperation: MethodCall\r\n", "<CIM><MESSAGE ID=\"1\"><MULTIREQ/></MESSAGE></CIM>"),
+            "501",
+            Some("multiple-requests-unsupported"),
+        ),
         (b"\x16\x03\x01 not http at all\r\n\r\n".to_vec(), "400", None),
     ];
     for (bytes, status, cim_error) in cases {

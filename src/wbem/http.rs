@@ -527,7 +527,11 @@ fn handle_body(
         Ok(r) => r,
         Err(e) => {
             debug!(error = %e, "CIM request refused");
-            return Reply::error("400 Bad Request", Some(e.header_value()), &e.to_string());
+            let status = match e {
+                xml::XmlError::MultipleRequests => "501 Not Implemented",
+                _ => "400 Bad Request",
+            };
+            return Reply::error(status, Some(e.header_value()), &e.to_string());
         }
     };
     if method.is_some_and(|m| !m.eq_ignore_ascii_case(req.call.name())) {

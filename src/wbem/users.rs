@@ -189,6 +189,9 @@ type Accounts = Vec<(String, String)>;
 pub struct Users {
     path: PathBuf,
     cache: Mutex<Option<(Version, Accounts)>>,
+    /// Held while a hash is checked: each check takes 19 MiB and tens of milliseconds, so
+    /// logins arriving together are checked one after another, not all at once.
+    hashing: Mutex<()>,
 }
 
 /// A hash to verify against when the user does not exist, so that the answer takes as long.
@@ -210,6 +213,7 @@ impl Users {
         Users {
             path,
             cache: Mutex::new(None),
+            hashing: Mutex::new(()),
         }
     }
 
@@ -250,9 +254,12 @@ impl Users {
                 self.path.display()
             ));
         };
-        let ok = hasher()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let ok = {
+            let _one_at_a_time = self.hashing.lock().unwrap_or_else(|p| p.into_inner());
+            hasher()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        };
         Ok(ok && stored.is_some())
     }
 }

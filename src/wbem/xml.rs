@@ -14,8 +14,10 @@ use std::fmt::Write as _;
 /// The deepest element nesting accepted. CIM-XML needs about 12 (a reference key in an
 /// instance path in a parameter); more is an attack or a bug.
 pub const MAX_DEPTH: usize = 32;
-/// The most elements one document may hold.
+/// The most elements one request may hold.
 pub const MAX_ELEMENTS: usize = 200_000;
+/// The most elements a response may hold, for clients (an enumeration of many instances).
+pub const MAX_RESPONSE_ELEMENTS: usize = 50_000_000;
 
 /// Why a document was refused, in DSP0200's terms (the `CIMError` header values).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum XmlError {
     /// Well-formed XML that is not valid CIM-XML.
     #[error("request-not-valid: {0}")]
     NotValid(String),
+    /// A MULTIREQ: this server takes one operation per request.
+    #[error("multiple-requests-unsupported: send one operation per request")]
+    MultipleRequests,
 }
 
 impl XmlError {
@@ -35,6 +40,7 @@ impl XmlError {
         match self {
             XmlError::NotWellFormed(_) => "request-not-well-formed",
             XmlError::NotValid(_) => "request-not-valid",
+            XmlError::MultipleRequests => "multiple-requests-unsupported",
         }
     }
 }
@@ -499,8 +505,9 @@ fn well(e: impl std::fmt::Display) -> XmlError {
     XmlError::NotWellFormed(e.to_string())
 }
 
-/// Reads `input` into a tree, with the limits described at the top of the module.
-fn parse_tree(input: &str) -> Result<Node> {
+/// Reads `input` into a tree, with the limits described at the top of the module and at
+/// most `max_elements` elements.
+fn parse_tree(input: &str, max_elements: usize) -> Result<Node> {
     let mut reader = quick_xml::Reader::from_str(input);
     let cfg = reader.config_mut();
     cfg.expand_empty_elements = true;
@@ -519,8 +526,8 @@ fn parse_tree(input: &str) -> Result<Node> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(well(format!("nested deeper than {MAX_DEPTH} elements")));
                 }
-                if elements > MAX_ELEMENTS {
-                    return Err(well(format!("more than {MAX_ELEMENTS} elements")));
+                if elements > max_elements {
+                    return Err(well(format!("more than {max_elements} elements")));
                 }
                 let name = std::str::from_utf8(s.name().as_ref())
                     .map_err(well)?
@@ -763,7 +770,7 @@ fn param(n: &Node) -> Result<Param> {
 
 /// An instance carried as a string (an embedded instance), with the same limits as a document.
 fn parse_embedded(s: &str) -> Result<Instance> {
-    instance(&parse_tree(s)?)
+    instance(&parse_tree(s, MAX_ELEMENTS)?)
 }
 
 /// `i` as the string value of an embedded instance.
@@ -782,10 +789,10 @@ fn message(root: &Node) -> Result<&Node> {
 
 /// Parses a CIM operation request (a MESSAGE holding one SIMPLEREQ).
 pub fn parse_request(input: &str) -> Result<Request> {
-    let root = parse_tree(input)?;
+    let root = parse_tree(input, MAX_ELEMENTS)?;
     let m = message(&root)?;
     if m.child("MULTIREQ").is_some() {
-        return Err(invalid("MULTIREQ is not supported"));
+        return Err(XmlError::MultipleRequests);
     }
     let req = m.req_child("SIMPLEREQ")?;
     let call = req.only_child()?;
@@ -1023,7 +1030,7 @@ fn error(n: &Node) -> Result<CimError> {
 
 /// Parses a CIM operation response: its message ID and the response.
 pub fn parse_response(input: &str) -> Result<(String, Response)> {
-    let root = parse_tree(input)?;
+    let root = parse_tree(input, MAX_RESPONSE_ELEMENTS)?;
     let m = message(&root)?;
     let rsp = m.req_child("SIMPLERSP")?.only_child()?;
     let name = rsp.req_attr("NAME")?.to_string();
