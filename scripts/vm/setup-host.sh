@@ -6,7 +6,8 @@
 #    goes into the guest: the benchmark's LVM snapshot reference), the Rust build dependencies
 #    of lio-replica (libdevmapper-dev, libclang-dev, pkg-config), ruby (Vagrantfile syntax
 #    check), shellcheck (script lint), and for the CIM-XML client test openssl (its
-#    self-signed certificate), python3-venv (pywbem's environment) and sblim-wbemcli;
+#    self-signed certificate), python3-venv (pywbem's environment) and sblim-wbemcli, and
+#    lintian for the Debian package;
 #  * the guest kernel: the package behind Debian's linux-image-amd64 metapackage, and
 #    open-iscsi with its two libraries and sg3-utils with its library (the initiator's
 #    `sg_persist`, for SCSI persistent reservations), fetched with `apt-get download` and
@@ -31,7 +32,7 @@ APT_DL=(apt-get -q)
 say() { echo "setup-host: $*"; }
 
 PKGS=(busybox-static kmod cpio dmsetup lvm2 libdevmapper-dev libclang-dev pkg-config ruby shellcheck
-      ca-certificates openssl python3-venv sblim-wbemcli)
+      ca-certificates openssl python3-venv sblim-wbemcli lintian)
 
 missing=()
 for p in "${PKGS[@]}"; do
