@@ -64,13 +64,13 @@ impl Ns {
             Ns::Interop(n) => n,
         }
     }
-    /// The classes with instances here.
+    /// The classes with instances here: the profiles in interop, everything else in the
+    /// storage namespace; their ties to the system and the service in both.
     fn holds(self, class: &ClassInfo) -> bool {
-        let interop = [classes::REGISTERED_PROFILE, classes::CONFORMS_TO_PROFILE];
-        let name = class.decl.name.as_str();
-        match self {
-            Ns::Storage => !interop[..1].contains(&name),
-            Ns::Interop(_) => interop.contains(&name),
+        match class.decl.name.as_str() {
+            classes::REGISTERED_PROFILE => matches!(self, Ns::Interop(_)),
+            classes::CONFORMS_TO_PROFILE => true,
+            _ => self == Ns::Storage,
         }
     }
 }
