@@ -38,7 +38,7 @@ io_start "$SD"
 sleep 3
 io_stop
 check '[ "$(io_iterations)" -gt 0 ] && [ "$(io_errors)" -eq 0 ]' "background writer: writes done, no errors"
-check 'io_verify "$SD"' "writer's slots read back through iSCSI"
+check 'io_verify_lun "$SD"' "writer's slots read back through iSCSI"
 check 'io_verify "$A"' "writer's slots are on the backing disk"
 
 dump_state /tmp/state.exported

@@ -24,7 +24,7 @@ check '[ $? -eq 0 ]' "adopt exits 0"
 sleep 4
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator across the adoption"
-check 'io_verify "$SD"' "the writer's data reads back through the LUN"
+check 'io_verify_lun "$SD"' "the writer's data reads back through the LUN"
 check 'io_verify "$SRC"' "the writer's data is on the raw disk"
 check '[ "$(vpd_serial "$SD")" = "$V80" ]' "the initiator sees the same unit serial"
 check 'grep -q "$SERIAL" "$(lio_so src)/wwn/vpd_unit_serial"' "configfs keeps the serial"

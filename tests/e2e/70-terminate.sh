@@ -25,5 +25,5 @@ check '! grep -q InstanceID /tmp/rels.json' "no relationship remains"
 sleep 2
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
-check 'io_verify "$SD"' "the LUN still serves the writer's data"
+check 'io_verify_lun "$SD"' "the LUN still serves the writer's data"
 initiator_logout "$IQN"

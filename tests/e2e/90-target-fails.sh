@@ -98,7 +98,7 @@ wait_for 30 '[ "$(io_iterations)" -ge "$WANT" ]'
 check '[ "$(io_iterations)" -ge "$WANT" ]' "the initiator keeps writing after the failure ($IT -> $(io_iterations) writes)"
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
-check 'io_verify "$SD"' "the LUN serves the writer's data"
+check 'io_verify_lun "$SD"' "the LUN serves the writer's data"
 run lr detach "$REL"
 check '[ $? -eq 0 ]' "detach of the broken relationship exits 0"
 check 'shim_table src | grep -q " linear " && [ -z "$(real_table src)" ]' "the source is on its disk again: $(shim_table src)"

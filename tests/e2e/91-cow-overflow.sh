@@ -47,7 +47,7 @@ dmesg | grep -iE "snapshot|exception" | tail -n 3 >&9
 sleep 2
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator"
-check 'io_verify "$SD"' "the LUN serves the writer's data"
+check 'io_verify_lun "$SD"' "the LUN serves the writer's data"
 check '[ "$(tail_md5 "$SD")" = "$H_FILL" ]' "the LUN reads back the rewrite"
 check 'io_verify "$SRC" && [ "$(tail_md5 "$SRC")" = "$H_FILL" ]' "the source disk holds it all"
 

@@ -443,6 +443,17 @@ io_verify() {
   [ "$_e2e_bad" -eq 0 ]
 }
 
+# io_verify_lun DEV: io_verify for DEV, a device of the initiator (the LUN itself), read where
+# the initiator is
+io_verify_lun() {
+  on_initiator "while read -r k want; do
+      got=\$(dd if=$1 bs=1M skip=\$((${IO_OFFSET_MB:-0} + k)) count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+      [ \"\$got\" = \"\$want\" ] || echo \"slot \$k has \$got, want \$want\"
+    done < $E2E_IO_DIR/md5s" > "$E2E_STATE/io-bad" || { fail "io_verify_lun: no writer patterns"; return 1; }
+  while read -r _e2e_l; do log "io_verify_lun $1: $_e2e_l"; done < "$E2E_STATE/io-bad"
+  [ ! -s "$E2E_STATE/io-bad" ]
+}
+
 # ---------------------------------------------------------------- the daemon
 
 # daemon_pid: pid of the daemon started by daemon_start
