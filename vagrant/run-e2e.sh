@@ -19,7 +19,7 @@ for s in "$@"; do
     echo "PASS: $(basename "$s")"; pass=$((pass+1))
   else
     echo "FAIL: $(basename "$s"): $(grep 'FAIL' "/tmp/$(basename "$s").log" | tail -1)"; fail=$((fail+1))
-    tail -n 30 "/tmp/$(basename "$s").log"
+    grep "FAIL" "/tmp/$(basename "$s").log"
   fi
   # each scenario cleans up after itself; make sure nothing is left for the next one
   iscsiadm -m node --logoutall=all >/dev/null 2>&1 || true
