@@ -386,6 +386,9 @@ EOF
 io_start() {
   [ -z "${_e2e_io_pid:-}" ] || { fail "io_start: a writer is already running"; return 1; }
   _e2e_writer > "$E2E_STATE/writer.sh"
+  # the last writer's files go first: its `ready` must not pass for this one's (an io_stop
+  # right after would touch `stop` in a directory the new writer is about to remove)
+  on_initiator "rm -rf $E2E_IO_DIR"
   case $INITIATOR in
     local) sh "$E2E_STATE/writer.sh" "$E2E_IO_DIR" "$1" "${IO_SLOTS:-8}" "${IO_OFFSET_MB:-0}" & ;;
     *)
