@@ -1484,8 +1484,9 @@ pub fn interval(secs: f64) -> String {
     )
 }
 
-/// Days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// Days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's algorithm). Also
+/// the CLI's, for the dates it prints.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
