@@ -106,55 +106,82 @@ pub fn naa_of_serial(serial: &str) -> String {
     format!("6001405{digits:0<25}").to_ascii_uppercase()
 }
 
-fn bool_param(req: &Request, name: &str, default: bool) -> CimResult<bool> {
+/// The optional parameter `name`: None when absent or NULL, else what `take` reads from its
+/// value; a value `take` does not accept (None) is refused as not being `what`.
+fn optional_param<T>(
+    req: &Request,
+    name: &str,
+    what: &str,
+    take: impl FnOnce(&ParamValue) -> Option<CimResult<T>>,
+) -> CimResult<Option<T>> {
     match req.param(name).map(|p| &p.value) {
-        None | Some(ParamValue::Null) => Ok(default),
-        Some(ParamValue::Value(Value::Scalar(s))) => match s.trim() {
+        None | Some(ParamValue::Null) => Ok(None),
+        Some(v) => take(v).map(|r| r.map(Some)).unwrap_or_else(|| {
+            Err(err(
+                status::INVALID_PARAMETER,
+                format!("{name} must be {what}"),
+            ))
+        }),
+    }
+}
+
+fn scalar(v: &ParamValue) -> Option<&str> {
+    match v {
+        ParamValue::Value(Value::Scalar(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn bool_param(req: &Request, name: &str, default: bool) -> CimResult<bool> {
+    let parsed = optional_param(req, name, "a boolean", |v| {
+        scalar(v).map(|s| match s.trim() {
             t if t.eq_ignore_ascii_case("true") => Ok(true),
             t if t.eq_ignore_ascii_case("false") => Ok(false),
             t => Err(err(
                 status::INVALID_PARAMETER,
                 format!("{name}: {t:?} is not a boolean"),
             )),
-        },
-        Some(_) => Err(err(
-            status::INVALID_PARAMETER,
-            format!("{name} must be a boolean"),
-        )),
-    }
+        })
+    })?;
+    Ok(parsed.unwrap_or(default))
+}
+
+fn u16_param(req: &Request, name: &str) -> CimResult<Option<u16>> {
+    optional_param(req, name, "a uint16", |v| {
+        scalar(v).map(|s| {
+            s.trim().parse().map_err(|_| {
+                err(
+                    status::INVALID_PARAMETER,
+                    format!("{name}: {s:?} is not a uint16"),
+                )
+            })
+        })
+    })
 }
 
 fn class_param(req: &Request, name: &str) -> CimResult<Option<String>> {
-    match req.param(name).map(|p| &p.value) {
-        None | Some(ParamValue::Null) => Ok(None),
-        Some(ParamValue::ClassName(c)) => Ok(Some(c.clone())),
-        Some(_) => Err(err(
-            status::INVALID_PARAMETER,
-            format!("{name} must be a class name"),
-        )),
-    }
+    optional_param(req, name, "a class name", |v| match v {
+        ParamValue::ClassName(c) => Some(Ok(c.clone())),
+        _ => None,
+    })
 }
 
 fn string_param(req: &Request, name: &str) -> CimResult<Option<String>> {
-    match req.param(name).map(|p| &p.value) {
-        None | Some(ParamValue::Null) => Ok(None),
-        Some(ParamValue::Value(Value::Scalar(s))) => Ok(Some(s.clone())),
-        Some(_) => Err(err(
-            status::INVALID_PARAMETER,
-            format!("{name} must be a string"),
-        )),
-    }
+    optional_param(req, name, "a string", |v| {
+        scalar(v).map(|s| Ok(s.to_string()))
+    })
 }
 
 fn property_list(req: &Request) -> CimResult<Option<Vec<String>>> {
-    match req.param("PropertyList").map(|p| &p.value) {
-        None | Some(ParamValue::Null) => Ok(None),
-        Some(ParamValue::Value(Value::Array(a))) => Ok(Some(a.clone())),
-        Some(_) => Err(err(
-            status::INVALID_PARAMETER,
-            "PropertyList must be an array of property names",
-        )),
-    }
+    optional_param(
+        req,
+        "PropertyList",
+        "an array of property names",
+        |v| match v {
+            ParamValue::Value(Value::Array(a)) => Some(Ok(a.clone())),
+            _ => None,
+        },
+    )
 }
 
 /// An object name given as InstanceName/ObjectName: an instance path or a class name.
@@ -1097,22 +1124,6 @@ fn not_available(method: &str) -> CimError {
         status::METHOD_NOT_AVAILABLE,
         format!("{method} is not available on this instance"),
     )
-}
-
-fn u16_param(req: &Request, name: &str) -> CimResult<Option<u16>> {
-    match req.param(name).map(|p| &p.value) {
-        None | Some(ParamValue::Null) => Ok(None),
-        Some(ParamValue::Value(Value::Scalar(s))) => s.trim().parse().map(Some).map_err(|_| {
-            err(
-                status::INVALID_PARAMETER,
-                format!("{name}: {s:?} is not a uint16"),
-            )
-        }),
-        Some(_) => Err(err(
-            status::INVALID_PARAMETER,
-            format!("{name} must be a uint16"),
-        )),
-    }
 }
 
 fn job_id(path: &ObjectPath) -> CimResult<&str> {
