@@ -102,6 +102,8 @@ backup {
 	archive = 0
 }
 EOF
+  # a journalled file system for the reboot scenarios' state disk (busybox makes only ext2)
+  copy_bin "$r" /sbin/mke2fs sbin/mkfs.ext4
   copy_bin "$r" /bin/kmod sbin/kmod
   for a in modprobe insmod lsmod rmmod modinfo depmod; do
     rm -f "$r/sbin/$a" "$r/bin/$a"
@@ -157,7 +159,7 @@ TMPS=()
 trap 'rm -rf "${TMPS[@]}" "$OUT.overlay"' EXIT
 KEY=$({
   echo "$KVER $KROOT $IROOT $MODULES"
-  sha256sum "$0" /bin/busybox /usr/sbin/dmsetup /sbin/lvm /bin/kmod /$LIBDIR/libc.so.6 | cut -d' ' -f1
+  sha256sum "$0" /bin/busybox /usr/sbin/dmsetup /sbin/lvm /sbin/mke2fs /bin/kmod /$LIBDIR/libc.so.6 | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
 BASE=$W/initramfs/base-$KEY.cpio.gz
 if [ ! -s "$BASE" ]; then

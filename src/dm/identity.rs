@@ -11,6 +11,7 @@
 //! | `wwid:…` | `wwid` or `device/wwid` (SCSI, NVMe) |
 //! | `serial:…` | `serial` or `device/serial` (virtio, some SCSI) |
 //! | `dm-uuid:…` | `dm/uuid` (LVM volumes, our own devices) |
+//! | `loop-file:…` | `loop/backing_file` (a loop device over one of the daemon's files) |
 //!
 //! A partition carries its disk's ids with `#partN` appended. A device matches a saved
 //! identity when it shares one id with it and has the same size; a device with no id at all
@@ -23,6 +24,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// The id prefix of a loop device's backing file.
+pub const LOOP_FILE: &str = "loop-file:";
 
 /// What is saved about a device a table refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,15 @@ impl DiskIdentity {
     /// Whether `other` (a device present now) is the same device.
     pub fn matches(&self, other: &DiskIdentity) -> bool {
         self.sectors == other.sectors && self.ids.iter().any(|i| other.ids.contains(i))
+    }
+
+    /// The file behind a loop device, which a reboot must bind again before the device can
+    /// be found.
+    pub fn loop_file(&self) -> Option<&Path> {
+        self.ids
+            .iter()
+            .find_map(|i| i.strip_prefix(LOOP_FILE))
+            .map(Path::new)
     }
 
     /// `sdb (serial:abc, 2097152 sectors)`
@@ -119,6 +132,9 @@ impl SysBlock {
         let mut ids = Vec::new();
         if let Some(u) = read_trim(&real.join("dm/uuid")) {
             ids.push(format!("dm-uuid:{u}"));
+        }
+        if let Some(f) = read_trim(&real.join("loop/backing_file")) {
+            ids.push(format!("{LOOP_FILE}{f}"));
         }
         let (disk, suffix) = match read_trim(&real.join("partition")) {
             Some(n) => (
@@ -208,6 +224,13 @@ mod tests {
         symlink(&d, sys.join("dev/block").join(devno)).unwrap();
     }
 
+    fn vda_loop_file(sb: &SysBlock) -> Option<PathBuf> {
+        sb.identity(d("254:0"))
+            .unwrap()
+            .loop_file()
+            .map(Path::to_path_buf)
+    }
+
     #[test]
     fn identities_from_sysfs() {
         let t = tempfile::tempdir().unwrap();
@@ -248,6 +271,16 @@ mod tests {
             512,
             &[("dm/uuid", "LVM-xyz")],
         );
+        disk(
+            &sys,
+            "7:0",
+            "virtual/block/loop0",
+            8192,
+            &[(
+                "loop/backing_file",
+                "/var/lib/lio-replica/raid-meta/meta0-a.img",
+            )],
+        );
         let sb = SysBlock {
             sysfs: sys.clone(),
             by_id: t.path().join("no-by-id"),
@@ -270,6 +303,16 @@ mod tests {
             sb.identity(d("253:3")).unwrap().ids,
             vec!["dm-uuid:LVM-xyz".to_string()]
         );
+        let lo = sb.identity(d("7:0")).unwrap();
+        assert_eq!(
+            lo.ids,
+            vec!["loop-file:/var/lib/lio-replica/raid-meta/meta0-a.img".to_string()]
+        );
+        assert_eq!(
+            lo.loop_file(),
+            Some(Path::new("/var/lib/lio-replica/raid-meta/meta0-a.img"))
+        );
+        assert_eq!(vda_loop_file(&sb), None);
         // a disk with nothing stable is never found again, even by its own name and size
         let sdb = sb.identity(d("8:16")).unwrap();
         assert!(sdb.ids.is_empty());

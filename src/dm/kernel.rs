@@ -552,6 +552,14 @@ impl DmBackend for KernelDm {
     fn read_probe(&self, dev: Devno, timeout: Duration) -> Result<()> {
         super::probe::read_first_block(dev, timeout)
     }
+
+    fn attach_file(&self, file: &Path) -> Result<super::FileDevice> {
+        let d = super::loopdev::attach(file)?;
+        if d.hold.is_some() {
+            info!(device = %d.devno, file = %file.display(), "bound a loop device");
+        }
+        Ok(d)
+    }
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);

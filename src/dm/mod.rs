@@ -6,6 +6,7 @@
 
 pub mod identity;
 pub mod kernel;
+pub mod loopdev;
 mod probe;
 pub mod sim;
 pub mod status;
@@ -23,6 +24,7 @@ pub use table::{
 
 pub use identity::DiskIdentity;
 pub use kernel::KernelDm;
+pub use loopdev::FileDevice;
 pub use sim::{SimCall, SimDm, SimOp, SyncStep};
 pub use table::{format_table, parse_table, table_length, RaidDevice};
 pub use units::{Devno, Sectors, SECTOR_SIZE};
@@ -175,4 +177,7 @@ pub trait DmBackend: Send + Sync {
     /// Whether a disk still answers: its first 4 KiB read past the page cache, waiting at
     /// most `timeout`. Tells a failed snapshot origin or COW store, which no status reports.
     fn read_probe(&self, dev: Devno, timeout: Duration) -> Result<()>;
+    /// A loop device bound to `file`, one of the daemon's own (the one already bound to it,
+    /// if any). Unbound by the kernel once nothing holds it open.
+    fn attach_file(&self, file: &std::path::Path) -> Result<FileDevice>;
 }

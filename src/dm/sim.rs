@@ -46,6 +46,8 @@ use std::time::Duration;
 pub const SIM_DM_MAJOR: u32 = 253;
 /// Major number of disks registered with [`SimDm::add_disk`].
 pub const SIM_DISK_MAJOR: u32 = 8;
+/// Major number of files bound as loop devices ([`DmBackend::attach_file`]).
+pub const SIM_LOOP_MAJOR: u32 = 7;
 /// Major number given to regular files used as disks.
 pub const SIM_FILE_MAJOR: u32 = 240;
 
@@ -256,6 +258,8 @@ struct State {
     written: BTreeMap<String, u64>,
     /// Disks whose reads fail ([`SimDm::set_disk_failed`]).
     failed_disks: BTreeSet<Devno>,
+    /// Files bound with `attach_file`: they identify as loop devices do.
+    loop_files: BTreeSet<PathBuf>,
 }
 
 /// What a device reference resolves to.
@@ -1441,6 +1445,24 @@ impl DmBackend for SimDm {
         Ok(())
     }
 
+    /// The file as a disk of major 7, numbered in binding order (it is never unbound).
+    fn attach_file(&self, file: &Path) -> Result<super::FileDevice> {
+        let file = fs::canonicalize(file).map_err(|e| Error::io("resolve", file, e))?;
+        let m = fs::metadata(&file).map_err(|e| Error::io("stat", &file, e))?;
+        let mut s = self.lock();
+        if let Some(d) = s.disks.get(&file) {
+            return Ok(super::FileDevice {
+                devno: d.devno,
+                hold: None,
+            });
+        }
+        let devno = Devno::new(SIM_LOOP_MAJOR, s.loop_files.len() as u32);
+        let sectors = Sectors::from_bytes(m.len());
+        s.disks.insert(file.clone(), Disk { devno, sectors });
+        s.loop_files.insert(file);
+        Ok(super::FileDevice { devno, hold: None })
+    }
+
     fn find_disks(&self, id: &DiskIdentity) -> Result<Vec<Devno>> {
         let devnos: Vec<Devno> = {
             let s = self.lock();
@@ -1486,6 +1508,13 @@ impl SimDm {
             });
         }
         let (path, sectors) = if let Some((p, disk)) = s.disks.iter().find(|(_, x)| x.devno == d) {
+            if s.loop_files.contains(p) {
+                return Ok(DiskIdentity {
+                    ids: vec![format!("{}{}", super::identity::LOOP_FILE, p.display())],
+                    sectors: disk.sectors,
+                    kernel_name: format!("loop{}", d.minor),
+                });
+            }
             (p.clone(), disk.sectors)
         } else if let Some((_, p)) = s
             .files

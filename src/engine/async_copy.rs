@@ -1,19 +1,23 @@
 //! CopyType 2 Async: the source's real device becomes a dm `raid` raid1 whose target leg is
 //! `write_mostly` with `max_write_behind`: a write completes when the source leg has it, the
 //! target leg may lag by up to max_write_behind/2 outstanding writes (bounded lag, tracked by
-//! the write-intent bitmap). dm-raid needs a metadata device per leg; both are carved from the
-//! target's tail, so the target must be larger than the source by two metadata areas
-//! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default). A Sync mirror whose target
-//! has that room is built here too, without `write_mostly` (see [`super::sync`]).
+//! the write-intent bitmap). dm-raid needs a metadata device per leg: the target leg's is
+//! carved from the target's tail, the source leg's is a file in the state directory (see
+//! [`create_metadata`]); the target must be larger than the source by two metadata areas
+//! ([`super::Options::raid_meta_sectors`] each, 4 MiB by default; the first stays unused
+//! while there is a state directory). A Sync mirror whose target has that room is built here
+//! too, without `write_mostly` (see [`super::sync`]).
 
 use super::plan::Plan;
 use super::relationship::{self, Finish, Lifecycle, Progress, Relationship};
-use super::{adopt, stack, Attached, Engine, Inner, Resolved};
+use super::{adopt, names, stack, Attached, Engine, Inner, Resolved};
 use crate::cim::Operation;
 use crate::dm::{Devno, DmName, LinearParams, Sectors, TableLine, Target};
 use crate::error::{Error, Result, ReturnCode};
 use crate::names::Element;
 use crate::service::{CopyType, RelationshipView, SyncState};
+use std::path::Path;
+use tracing::info;
 
 pub(crate) struct AsyncMirror;
 
@@ -120,8 +124,13 @@ pub(crate) fn attach_raid1(
     })
 }
 
-/// The two metadata devices of `rel`'s raid1, carved from the target's tail and zeroed (a new
-/// array), as plan steps; returns their device numbers.
+/// The two metadata devices of `rel`'s raid1, zeroed (a new array), as plan steps; returns
+/// their device numbers. The target leg's is carved from the target's tail. The source leg's
+/// is a file in the state directory behind a loop device: on the target's disk, a failing
+/// target would fail md's writes to the source leg's superblock and bitmap too, and md may
+/// then fail the source leg first, leaving the array on the dead disk. (A source leg with no
+/// metadata device (`-`) is no way out: md would write the bitmap into the source's data.)
+/// Without a state directory (a simulation) both are on the target's tail.
 pub(crate) fn create_metadata<'a>(
     i: &'a Inner,
     rel: &Relationship,
@@ -130,12 +139,33 @@ pub(crate) fn create_metadata<'a>(
     let meta = i.opts.raid_meta_sectors;
     let mut devnos = Vec::with_capacity(2);
     for (k, name) in rel.meta_names()?.into_iter().enumerate() {
+        let file = match (k, &i.opts.state_dir) {
+            (0, Some(dir)) => Some(names::meta_file(dir, &name)),
+            _ => None,
+        };
+        // held until the dm device over it holds it
+        let mut bound = None;
+        let (device, offset) = match &file {
+            Some(f) => {
+                let undo = f.clone();
+                p.step(
+                    format!("create {}", f.display()),
+                    || create_meta_file(f, meta),
+                    move || remove_meta_file(&undo),
+                )?;
+                let d = i.dm.attach_file(f)?;
+                let devno = d.devno;
+                bound = Some(d);
+                (devno, 0)
+            }
+            None => (rel.tgt_raw, (rel.sectors + meta * k as u64).0),
+        };
         let table = vec![TableLine {
             start: Sectors(0),
             length: meta,
             target: Target::Linear(LinearParams {
-                device: rel.tgt_raw.to_string(),
-                offset: (rel.sectors + meta * k as u64).0,
+                device: device.to_string(),
+                offset,
             }),
         }];
         let n2 = name.clone();
@@ -144,10 +174,74 @@ pub(crate) fn create_metadata<'a>(
             || i.dm.create(&name, &table),
             move || i.dm.remove(&n2),
         )?;
+        drop(bound);
         p.last(|| i.zero_head(&name, meta))?;
         devnos.push(info.devno());
     }
     Ok([devnos[0], devnos[1]])
+}
+
+/// A new metadata file of `len`, private to root (its content is made by zeroing the device).
+fn create_meta_file(file: &Path, len: Sectors) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("create", dir, e))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| Error::io("create", file, e))?;
+    f.set_len(len.bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io_value("size", file, &format!("{} bytes", len.bytes()), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync", dir, e))?;
+    info!(file = %file.display(), bytes = len.bytes(), "created a metadata file");
+    Ok(())
+}
+
+fn remove_meta_file(file: &Path) -> Result<()> {
+    match std::fs::remove_file(file) {
+        Ok(()) => {
+            info!(file = %file.display(), "removed a metadata file");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", file, e)),
+    }
+}
+
+/// Remove `rel`'s metadata devices that exist, then the files behind them (the kernel
+/// unbinds a loop device once the dm device over it is gone).
+pub(crate) fn remove_metadata(i: &Inner, rel: &Relationship) -> Result<()> {
+    let names = rel.lifecycle().metadata(rel)?;
+    for m in names.iter().rev() {
+        if i.dm.info(m)?.is_some() {
+            i.dm.remove(m)?;
+            info!(device = %m, relationship = %rel.id, "removed device");
+        }
+    }
+    remove_meta_files(i, &names)
+}
+
+/// The files behind metadata devices `names` that no longer exist.
+pub(crate) fn remove_meta_files(i: &Inner, names: &[DmName]) -> Result<()> {
+    let Some(dir) = &i.opts.state_dir else {
+        return Ok(());
+    };
+    for m in names {
+        if i.dm.info(m)?.is_none() {
+            remove_meta_file(&names::meta_file(dir, m))?;
+        }
+    }
+    Ok(())
 }
 
 /// The target must hold the source and, past it, the two metadata areas.

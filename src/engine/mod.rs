@@ -480,13 +480,13 @@ impl Engine {
             Some(dir) => state::load(dir)?,
             None => None,
         };
-        if let Some(st) = saved.as_mut() {
+        if let (Some(st), Some(dir)) = (saved.as_mut(), &i.opts.state_dir) {
             if st.boot_id != i.boot_id {
                 warn!(
                     "the saved devices were not re-created at boot: doing it now (run \
                      `lio-replica restore-devices` before target.service; see the README)"
                 );
-                report_restored(&state::restore_devices(&*i.dm, st)?);
+                report_restored(&state::restore_devices(&*i.dm, st, dir)?);
                 st.lio_pending = true;
             }
         }
@@ -807,7 +807,7 @@ pub fn restore_devices_at_boot(
         return Ok(state::Restored::default());
     }
     let dm = crate::dm::KernelDm::new().context("opening device-mapper control")?;
-    let r = state::restore_devices(&dm, &st)?;
+    let r = state::restore_devices(&dm, &st, state_dir)?;
     report_restored(&r);
     // this boot's numbers from now on; the objects stay as saved until the daemon made them
     let cfs = ConfigFs::new(configfs_root.to_path_buf());

@@ -76,6 +76,16 @@ pub fn meta(index: usize, source: &str) -> Result<DmName> {
     DmName::new(&format!("meta{index}-{source}"))
 }
 
+/// Where the daemon keeps the files of its loop-backed metadata devices.
+pub fn meta_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("raid-meta")
+}
+
+/// The file behind metadata device `name` (a validated name: one path component).
+pub fn meta_file(state_dir: &std::path::Path, name: &DmName) -> std::path::PathBuf {
+    meta_dir(state_dir).join(format!("{}.img", name.suffix()))
+}
+
 /// The source object name of a raid metadata device, or None.
 pub fn meta_object(name: &DmName) -> Option<String> {
     let rest = name.suffix().strip_prefix("meta")?;

@@ -123,13 +123,17 @@ fn recover_attach(e: &Engine, source: &str, target: Option<&str>, copy_type: u16
     for d in i.dm.list()? {
         let record =
             target.is_some_and(|t| names::parse_tag(&d.name).is_some_and(|(_, tn)| tn == t));
-        let meta = copy_type == 2
+        let meta = matches!(copy_type, 2 | 3)
             && !replicated
             && (0..2).any(|k| names::meta(k, source).ok().as_ref() == Some(&d.name));
         if (record || meta) && d.open_count == 0 {
             i.dm.remove(&d.name)?;
             info!(device = %d.name, "removed device left by an interrupted AttachReplica");
         }
+    }
+    if !replicated {
+        let metas = [names::meta(0, source)?, names::meta(1, source)?];
+        super::async_copy::remove_meta_files(i, &metas)?;
     }
     let shim = names::shim(source)?;
     let real = names::real(source)?;

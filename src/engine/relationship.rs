@@ -809,6 +809,12 @@ fn watch_loop(weak: &Weak<Inner>, rel_id: &str, token: u64) {
                 }
                 return Ok(None);
             }
+            if pr.synced && rel.when_synced.is_none() {
+                // a rediscovered mirror the kernel shows in sync, every leg healthy: its
+                // target is whole from here on (a failing source leg drops the count at once)
+                i.rels.update(rel_id, |r| r.when_synced = Some(now_secs()));
+                info!(relationship = %rel_id, device = %rel.table_dev, "mirror seen in sync after a restart: the target is whole");
+            }
             let current = match event {
                 Some(ev) => ev,
                 None => i.dm.info(&rel.table_dev)?.map(|d| d.event_nr).unwrap_or(0),
@@ -1006,11 +1012,7 @@ pub(crate) fn teardown_mirror(i: &Inner, rel: &Relationship) -> Result<()> {
         i.dm.remove(&rel.table_dev)?;
         info!(device = %rel.table_dev, relationship = %rel.id, "removed device");
     }
-    for m in rel.lifecycle().metadata(rel)?.iter().rev() {
-        if i.dm.info(m)?.is_some() {
-            i.dm.remove(m)?;
-        }
-    }
+    super::async_copy::remove_metadata(i, rel)?;
     forget(i, rel)
 }
 

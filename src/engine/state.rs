@@ -22,8 +22,8 @@
 use super::{adopt, journal, names, recovery};
 use crate::configfs::{ConfigFs, LunExport, StorageObject};
 use crate::dm::{
-    Devno, DiskIdentity, DmBackend, DmName, LinearParams, TableLine, Target, NAME_PREFIX,
-    UUID_PREFIX,
+    Devno, DiskIdentity, DmBackend, DmName, FileDevice, LinearParams, TableLine, Target,
+    NAME_PREFIX, UUID_PREFIX,
 };
 use crate::error::{Error, Result};
 use crate::names::Plugin;
@@ -315,8 +315,11 @@ fn source_alone(table: &[TableLine]) -> Option<Vec<TableLine>> {
 }
 
 /// Re-create every saved device that does not exist, ours referring to ours after them.
-pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> {
+/// The loop devices over the daemon's own files in `state_dir` are bound first.
+pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState, state_dir: &Path) -> Result<Restored> {
     let mut out = Restored::default();
+    // held until the devices stacked on them exist (the kernel unbinds them when unheld)
+    let _bound = bind_loop_files(dm, st, state_dir);
     // every saved table parsed once; `todo`: the devices still to make, in saved order
     let mut tables: BTreeMap<&DmName, Vec<TableLine>> = BTreeMap::new();
     let mut todo: Vec<&DmName> = Vec::new();
@@ -423,6 +426,38 @@ pub fn restore_devices(dm: &dyn DmBackend, st: &SavedState) -> Result<Restored> 
         }
     }
     Ok(out)
+}
+
+/// Bind a loop device to every saved file of ours that none is bound to. Only files in the
+/// state directory's metadata folder are bound: the saved state names them, and nothing
+/// else of the host's is ours to attach. A file that cannot be bound is logged; the device
+/// over it then fails to come back with the reason.
+fn bind_loop_files(dm: &dyn DmBackend, st: &SavedState, state_dir: &Path) -> Vec<FileDevice> {
+    let own = names::meta_dir(state_dir);
+    let own = std::fs::canonicalize(&own).unwrap_or(own);
+    let mut out = Vec::new();
+    for id in st.disks.values() {
+        let Some(file) = id.loop_file() else {
+            continue;
+        };
+        if file.parent() != Some(own.as_path()) {
+            warn!(file = %file.display(), "a saved loop device's file is not in the state directory: not bound");
+            continue;
+        }
+        if dm.find_disks(id).is_ok_and(|f| !f.is_empty()) {
+            continue;
+        }
+        match dm.attach_file(file) {
+            Ok(d) => {
+                info!(device = %d.devno, file = %file.display(), "bound a saved metadata file again");
+                out.push(d);
+            }
+            Err(e) => {
+                warn!(file = %file.display(), error = %e, "cannot bind a saved metadata file")
+            }
+        }
+    }
+    out
 }
 
 /// Re-create the adopted storage objects LIO does not show, on their shims, with their LUNs

@@ -178,9 +178,10 @@ pub(crate) fn source_failed(
     why: &str,
     target_healthy: bool,
 ) -> Result<String> {
-    // Whole: its job saw every region in sync (the kernel's count drops as soon as writes
-    // fail on the source leg, so it cannot tell afterwards) and its leg is healthy. After a
-    // daemon restart that is not known: the conservative way is taken.
+    // Whole: its job, or the watcher of a rediscovered mirror, saw every region in sync (the
+    // kernel's count drops as soon as writes fail on the source leg, so it cannot tell
+    // afterwards) and its leg is healthy. A mirror that failed before anyone saw it in sync
+    // takes the conservative way.
     let target_whole = rel.when_synced.is_some() && target_healthy;
     if !target_whole {
         let reason = format!(

@@ -410,7 +410,7 @@ fn clone_splits_at_the_end_and_leaves_no_relationship() {
 }
 
 #[test]
-fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
+fn async_uses_raid1_write_mostly_with_the_target_legs_metadata_on_the_target_tail() {
     let w = world(&[64 * MB, 65 * MB]);
     exported_pair(&w);
     let r = w.attach("block/src", "block/tgt", 2);
@@ -422,9 +422,10 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
     assert!(t.contains("max_write_behind"), "{t}");
     // zeroed metadata makes a new array, resynchronised in full from the source leg
     assert!(!t.contains("rebuild"), "{t}");
-    assert!(w
-        .table_of("meta0-src")
-        .contains(&format!("64 linear 8:16 {}", 64 * MB)));
+    // the source leg's in a file of the state directory, not on the target's disk
+    let file = w.dir.path().join("state/raid-meta/meta0-src.img");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 512);
+    assert!(w.table_of("meta0-src").contains("64 linear 7:0 0"));
     assert!(w
         .table_of("meta1-src")
         .contains(&format!("64 linear 8:16 {}", 64 * MB + 64)));
@@ -442,7 +443,21 @@ fn async_uses_raid1_write_mostly_with_metadata_on_the_target_tail() {
         .info(&DmName::new("meta0-src").unwrap())
         .unwrap()
         .is_none());
+    assert!(!file.exists(), "{}", file.display());
     assert!(w.table_of("so-src").contains("linear"));
+}
+
+#[test]
+fn without_a_state_directory_both_metadata_areas_are_on_the_target() {
+    let w = World::builder(&[64 * MB, 65 * MB]).options(opts()).build();
+    exported_pair(&w);
+    assert_eq!(w.attach("block/src", "block/tgt", 2).return_value, 4096);
+    assert!(w
+        .table_of("meta0-src")
+        .contains(&format!("64 linear 8:16 {}", 64 * MB)));
+    assert!(w
+        .table_of("meta1-src")
+        .contains(&format!("64 linear 8:16 {}", 64 * MB + 64)));
 }
 
 #[test]
@@ -872,6 +887,13 @@ fn crash_at_every_step(sizes: &[u64], op: impl Fn(&World) -> MethodResult) -> us
             let t = crate::dm::table::format_table(&w.sim.table(&d.name).unwrap());
             assert!(t.contains(" linear "), "{point}: {} is {t}", d.name);
         }
+        let files: Vec<String> = w
+            .state()
+            .1
+            .into_iter()
+            .filter(|l| l.starts_with("file "))
+            .collect();
+        assert!(files.is_empty(), "{point}: {files:?} left behind");
         assert!(e2.inner.journal.pending().is_empty(), "{point}");
     }
     hit
@@ -971,6 +993,36 @@ fn a_source_disk_failing_after_the_sync_moves_the_lun_onto_the_target_disk() {
         "{}",
         w.table_of("so-src")
     );
+}
+
+#[test]
+fn a_restarted_daemon_trusts_a_mirror_it_sees_in_sync_when_the_source_disk_fails() {
+    let mut w = world(&[64 * MB, 64 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 3);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    // the daemon restarts: the old engine (and its watcher, which knew) is gone
+    w.engine = Engine::new(w.cfs.clone(), w.sim.clone(), state_opts(w.dir.path())).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let e2 = &w.engine;
+    eventually("the restarted daemon sees the mirror in sync", || {
+        e2.inner
+            .relationship("src/tgt")
+            .is_some_and(|r| r.when_synced.is_some())
+    });
+    w.sim
+        .set_leg_failed(&DmName::new("real-src").unwrap(), 0)
+        .unwrap();
+    eventually("the LUN on the target's disk", || {
+        w.table_of("real-src").contains("linear 8:16 0")
+    });
+    let v = e2.relationships().unwrap().remove(0);
+    assert_eq!(v.sync_state, 12, "{v:?}");
+    assert!(v
+        .progress_status
+        .as_deref()
+        .unwrap()
+        .contains("runs on the target's disk 8:16"));
 }
 
 #[test]
@@ -1144,7 +1196,7 @@ fn reboot(w: &World, disks: &[usize]) -> (ConfigFs, Arc<SimDm>, Engine) {
     let sim = Arc::new(SimDm::with_dir(w.dir.path().join("dm-after")));
     // another order: every disk gets another major:minor than before
     for &k in disks.iter().rev() {
-        sim.add_disk(w.disk(k), Sectors(64 * MB));
+        sim.add_disk(w.disk(k), w.sim.size_sectors(&w.disk(k)).unwrap());
     }
     let opts = Options {
         boot_id: Some("the-next-boot".into()),
@@ -1239,6 +1291,43 @@ fn a_reboot_brings_relationships_and_adopted_objects_back() {
         cfs.find_storage_object(&Plugin::Block, "b"),
         Err(Error::NotFound(_))
     ));
+}
+
+#[test]
+fn a_reboot_binds_the_source_legs_metadata_file_again() {
+    let w = world(&[64 * MB, 65 * MB]);
+    exported_pair(&w);
+    let r = w.attach("block/src", "block/tgt", 2);
+    assert_eq!(w.wait_job(r.job.as_ref().unwrap()).job_state, 7);
+    let (_cfs, sim, e) = reboot(&w, &[0, 1]);
+    let table = |n: &str| crate::dm::format_table(&sim.table(&DmName::new(n).unwrap()).unwrap());
+    // the file bound to a loop device of this boot, the raid1 on it and the target's tail
+    assert!(
+        table("meta0-src").contains("linear 7:0 0"),
+        "{}",
+        table("meta0-src")
+    );
+    let m0 = sim
+        .info(&DmName::new("meta0-src").unwrap())
+        .unwrap()
+        .unwrap();
+    let m1 = sim
+        .info(&DmName::new("meta1-src").unwrap())
+        .unwrap()
+        .unwrap();
+    let raid = table("real-src");
+    let legs = format!(
+        "{} {} {} {}",
+        m0.devno(),
+        sim.devno_of(&w.disk(0)).unwrap(),
+        m1.devno(),
+        sim.devno_of(&w.disk(1)).unwrap()
+    );
+    assert!(raid.contains(&legs), "{raid} lacks {legs}");
+    // (the simulated raid1 resyncs after a re-creation; the kernel's goes on from the bitmap)
+    let v = &e.relationships().unwrap()[0];
+    assert_eq!((v.copy_type, v.change_tracking), (2, true), "{v:?}");
+    assert_ne!(v.sync_state, 12, "{v:?}");
 }
 
 #[test]

@@ -287,10 +287,20 @@ impl World {
         tpg
     }
 
-    /// The whole observable state: the configfs tree and every dm device with its live table,
-    /// sorted.
+    /// The whole observable state: the configfs tree, and every dm device with its live table
+    /// followed by the metadata files in the state directory, sorted.
     pub fn state(&self) -> (Vec<String>, Vec<String>) {
-        (tree_listing(self.cfs.root()), self.sim.listing().unwrap())
+        let mut dm = self.sim.listing().unwrap();
+        let meta = self.dir.path().join("state/raid-meta");
+        let mut files: Vec<String> = std::fs::read_dir(&meta)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("file raid-meta/{}", e.file_name().to_string_lossy()))
+            .collect();
+        files.sort();
+        dm.extend(files);
+        (tree_listing(self.cfs.root()), dm)
     }
 
     pub fn attach(&self, source: &str, target: &str, copy_type: u16) -> MethodResult {

@@ -25,12 +25,11 @@ check 'grep -q 5e2e0000-0000-4000-8000-000000000001 "$(lio_so smoke0)/wwn/vpd_un
 lio_export smoke0 "$IQN"
 start_iscsid
 SD=$(initiator_login "$IQN")
-check '[ -b "$SD" ]' "logged in to $IQN: $SD"
+check 'on_initiator "[ -b $SD ]"' "logged in to $IQN: $SD"
 
-dd if=/dev/urandom of=/tmp/pattern bs=1M count=8 2>/dev/null
-WANT=$(md5sum < /tmp/pattern | cut -d' ' -f1)
-check 'dd if=/tmp/pattern of="$SD" bs=1M oflag=direct 2>/dev/null' "8 MiB written through iSCSI"
-check '[ "$(md5dev "$SD" 8)" = "$WANT" ]' "8 MiB read back through iSCSI"
+WANT=$(on_initiator "dd if=/dev/urandom of=/tmp/pattern bs=1M count=8 2>/dev/null; md5sum < /tmp/pattern" | cut -d' ' -f1)
+check 'on_initiator "dd if=/tmp/pattern of=$SD bs=1M oflag=direct 2>/dev/null"' "8 MiB written through iSCSI"
+check '[ "$(lun_md5 "$SD" 8)" = "$WANT" ]' "8 MiB read back through iSCSI"
 check '[ "$(md5dev "$A" 8)" = "$WANT" ]' "the backing disk holds the same 8 MiB"
 
 IO_OFFSET_MB=16

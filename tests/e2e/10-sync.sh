@@ -39,7 +39,7 @@ check '[ $? -eq 0 ]' "detach exits 0"
 lr --json relationships > /tmp/rels2.json
 check '! grep -q InstanceID /tmp/rels2.json' "no relationship remains"
 check 'shim_table src | grep -q " linear "' "the source is back on linear"
-fill_random "$SD" 4 40             # the source changes after the detach ...
+lun_fill "$SD" 4 40             # the source changes after the detach ...
 check '[ "$(md5dev "$TGT" "$MB")" = "$H_SRC" ]' "... the detached target does not"
 check '[ "$(md5dev "$SRC" "$MB")" != "$H_SRC" ]' "the source took the new write"
 initiator_logout "$IQN"

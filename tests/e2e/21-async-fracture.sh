@@ -39,7 +39,7 @@ check 'lr --json relationships | grep -q "\"SyncState\": 13"' "relationship Frac
 check 'lr relationships | grep -q bitmap' "the relationship says changes are tracked: $(lr relationships)"
 check 'lr --json relationships | grep -q "\"ChangeTracking\": true"' "ChangeTracking true in the API"
 IMAGE=$(md5dev "$TGT" "$SMB")
-fill_random "$SD" 1 60                           # the initiator rewrites 1 % of the source
+lun_fill "$SD" 1 60                           # the initiator rewrites 1 % of the source
 sleep 2
 check '[ "$(md5dev "$TGT" "$SMB")" = "$IMAGE" ]' "the target keeps the image of the fracture"
 

@@ -36,7 +36,7 @@ tracked_round() {
   run lr fracture src/tgt
   check '[ $? -eq 0 ]' "$_ct: fracture exits 0"
   check 'real_table src | grep -q " - -$"' "$_ct: the target leg is left out of the raid1: $(real_table src)"
-  fill_random "$SD" 1 60
+  lun_fill "$SD" 1 60
   W0=$(tgt_written)
   run lr resync src/tgt > /dev/null
   check '[ $? -eq 0 ]' "$_ct: resync exits 0"

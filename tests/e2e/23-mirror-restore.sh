@@ -30,7 +30,7 @@ restore_round() { # COPY_TYPE TARGET_NAME TARGET_DEVICE
   run lr fracture "src/$T"
   check '[ $? -eq 0 ]' "$CT/$T: fracture exits 0"
   IMAGE=$(md5dev "$TGT" "$SMB")
-  fill_random "$SD" 8 40 # the initiator changes the source after the fracture
+  lun_fill "$SD" 8 40 # the initiator changes the source after the fracture
   sleep 2
   io_stop
   check '[ "$(md5dev "$SRC" "$SMB")" != "$IMAGE" ]' "$CT/$T: the source has moved on from the image"
@@ -41,7 +41,7 @@ restore_round() { # COPY_TYPE TARGET_NAME TARGET_DEVICE
   run lr restore "src/$T" --force
   check '[ $? -eq 0 ]' "$CT/$T: forced restore started"
   check 'state_is 10' "$CT/$T: RestoreInProgress: $(lr relationships)"
-  check '[ "$(md5dev "$SD" "$SMB")" = "$IMAGE" ]' "$CT/$T: the initiator reads the target's image at once"
+  check '[ "$(lun_md5 "$SD" "$SMB")" = "$IMAGE" ]' "$CT/$T: the initiator reads the target's image at once"
   check 'state_is 10' "$CT/$T: (read while the restore was still running: $(lr relationships))"
   wait_for 600 'state_is 6'
   check 'state_is 6' "$CT/$T: Synchronized after the restore: $(lr relationships)"

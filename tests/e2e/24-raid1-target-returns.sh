@@ -13,6 +13,7 @@ SMB=$(($(dev_sectors "$(disk 0)") / 2048 - 16)) # room on the target for the rai
 SRC=$(dm_part e2e-src "$(disk 0)" "$SMB")
 N1=$(dev_sectors "$(disk 1)")
 FULL=$((SMB * 2048))
+META0=/var/lib/lio-replica/raid-meta/meta0-src.img # the daemon's default state directory
 
 # the target's disk behind a dm device of the scenario's own, to make it fail at will
 dmsetup create e2e-tleg --table "0 $N1 linear $(disk 1) 0" || fail "cannot create e2e-tleg"
@@ -33,6 +34,9 @@ for CT in sync async; do
   run lr attach block/src block/tgt --copy-type "$CT" --wait > /dev/null
   check '[ $? -eq 0 ]' "$CT: in sync"
   check 'real_table src | grep -q " raid1 "' "$CT: on a raid1: $(real_table src)"
+  # the source leg's metadata must not fail with the target's disk
+  check 'dmsetup table lio-replica-v1-meta0-src | grep -q " linear 7:" && [ -f "$META0" ]' \
+    "$CT: the source leg's metadata is on a loop device over $META0: $(dmsetup table lio-replica-v1-meta0-src)"
   IT=$(io_iterations)
   dm_swap e2e-tleg "0 $N1 error"
   wait_for 30 'state_is 12'
@@ -41,7 +45,7 @@ for CT in sync async; do
   check 'grep -q "(the target.s disk): the source.s disk serves alone" /tmp/rels.json' \
     "$CT: the reason says the target's disk failed and the source's serves"
   check_serving_on "$IT" "$SERIAL"
-  fill_random "$SD" 1 60 # the initiator changes 1 MiB while the target is out
+  lun_fill "$SD" 1 60 # the initiator changes 1 MiB while the target is out
   run lr resync src/tgt 2> /tmp/resync.err
   RC=$?
   check '[ "$RC" -eq 5 ] && grep -q "does not answer" /tmp/resync.err' \
@@ -64,6 +68,8 @@ for CT in sync async; do
   check 'io_verify "$TGT"' "$CT: the writer's data is on the target's disk"
   run lr detach src/tgt
   check '[ $? -eq 0 ]' "$CT: detach exits 0"
+  check '[ ! -e "$META0" ] && ! cat /sys/block/loop*/loop/backing_file 2>/dev/null | grep -q meta0-src' \
+    "$CT: detach removed the metadata file and its loop device"
   io_start "$SD"
 done
 io_stop

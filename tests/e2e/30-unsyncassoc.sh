@@ -26,7 +26,7 @@ sleep 2
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator across the switch"
 
-fill_random "$SD" 24 16            # the source changes after the point in time
+lun_fill "$SD" 24 16            # the source changes after the point in time
 check '[ "$(dd if="$SRC" bs=1M skip=16 count=24 iflag=direct 2>/dev/null | md5sum | cut -d" " -f1)" != "$H_R" ]' \
   "the source region changed"
 

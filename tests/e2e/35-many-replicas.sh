@@ -25,18 +25,18 @@ wait_for 30 '[ "$(io_iterations)" -ge 16 ]'
 H1=$(region "$SD")
 run lr attach block/src block/s1 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s1 taken"
-fill_random "$SD" 8 16                           # the initiator changes the region
+lun_fill "$SD" 8 16                           # the initiator changes the region
 H2=$(region "$SD")
 run lr attach block/src block/s2 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s2 taken"
 run lr attach block/src block/m --copy-type sync --wait > /dev/null
 check '[ $? -eq 0 ]' "a Sync mirror on the source that has two snapshots, in sync"
 check 'real_table src | grep -q " mirror "' "the mirror is in the source's real device: $(real_table src)"
-fill_random "$SD" 8 24
+lun_fill "$SD" 8 24
 H3=$(region "$SD")
 run lr attach block/src block/s3 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s3 taken beside the mirror"
-fill_random "$SD" 8 32                           # and changes it again
+lun_fill "$SD" 8 32                           # and changes it again
 check '[ "$H1" != "$H2" ] && [ "$H2" != "$H3" ] && [ "$(region "$SD")" != "$H3" ]' "the region changed between the moments"
 H4=$(region "$SD")
 # a full copy beside the snapshots and the mirror: one mirror with a leg for each copy

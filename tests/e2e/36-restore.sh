@@ -21,11 +21,11 @@ lio_iblock s2 "$(disk 2)" > /dev/null
 H0=$(region "$SD")
 run lr attach block/src block/tgt --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot tgt taken"
-fill_random "$SD" 16 16
+lun_fill "$SD" 16 16
 H1=$(region "$SD")
 run lr attach block/src block/s2 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s2 taken"
-fill_random "$SD" 16 24
+lun_fill "$SD" 16 24
 io_stop
 check '[ "$(io_errors)" -eq 0 ]' "no I/O error while the snapshots were taken"
 

@@ -17,11 +17,11 @@ io_stop
 H0=$(md5dev "$SRC")
 run lr attach block/src block/tgt --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot tgt taken"
-fill_random "$SD" 8 8
-H1=$(md5dev "$SD")
+lun_fill "$SD" 8 8
+H1=$(lun_md5 "$SD")
 run lr attach block/src block/s2 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s2 taken"
-fill_random "$SD" "$BIG" 16
+lun_fill "$SD" "$BIG" 16
 initiator_logout "$IQN"
 
 run lr --json restore src/tgt > /tmp/restore.json

@@ -34,7 +34,7 @@ RAID=$(real_table src)
 run lr attach block/src block/s1 --copy-type unsyncassoc
 check '[ $? -eq 0 ]' "snapshot s1 beside the Async mirror"
 H1=$(region "$SD")
-fill_random "$SD" 8 24                           # the initiator changes the region
+lun_fill "$SD" 8 24                           # the initiator changes the region
 RESYNCS=$(raid_recovery_events)
 check '[ "$RESYNCS" -ge 1 ]' "the Async mirror's initial copy shows in the kernel log ($RESYNCS)"
 
@@ -43,7 +43,7 @@ check '[ $? -eq 0 ]' "a full copy of a source with an Async mirror and a snapsho
 cat /tmp/attach.out >&9
 COPY=$(dmsetup table lio-replica-v1-copy-src 2>/dev/null)
 log "copy device: $COPY; real device: $(real_table src)"
-fill_random "$SD" 8 48                           # written while the copy runs
+lun_fill "$SD" 8 48                           # written while the copy runs
 DURING=no
 if copy_running; then
   DURING=yes

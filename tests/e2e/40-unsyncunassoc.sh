@@ -41,6 +41,6 @@ check 'shim_table src | grep -q " linear "' "the source is back on linear"
 check '[ "$(dd if="$TGT" bs=1M skip=16 count=$((MB - 16)) iflag=direct 2>/dev/null | md5sum)" = "$(dd if="$SRC" bs=1M skip=16 count=$((MB - 16)) iflag=direct 2>/dev/null | md5sum)" ]' \
   "target == source outside the writer's slots"
 check 'io_verify "$TGT"' "the target holds the writer's slots as of the split"
-fill_random "$SD" 4 40
+lun_fill "$SD" 4 40
 check '[ "$(md5dev "$TGT" "$MB")" != "$(md5dev "$SRC" "$MB")" ]' "the target stands alone: later source writes do not reach it"
 initiator_logout "$IQN"

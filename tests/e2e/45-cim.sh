@@ -65,7 +65,7 @@ check 'io_verify "$(disk 1)"' "Sync: t1 holds the writer's slots as of the detac
 # UnSyncAssoc (4): 0 at once; the image keeps its moment while the source changes
 BEFORE=$(dd if="$SRC" bs=1M skip=16 count=16 iflag=direct 2>/dev/null | md5sum)
 check '[ "$(cim_attach src t3 4 | cim_rv)" = 0 ]' "UnSyncAssoc src -> t3: AttachReplica returns 0"
-fill_random "$SD" 8 20
+lun_fill "$SD" 8 20
 dmsetup mknodes # (no udev: the node of the daemon's device is made here)
 check '[ "$(dd if=/dev/mapper/lio-replica-v1-so-t3 bs=1M skip=16 count=16 iflag=direct 2>/dev/null | md5sum)" = "$BEFORE" ]' \
   "UnSyncAssoc: the snapshot image keeps the moment of the attach"

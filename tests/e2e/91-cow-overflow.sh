@@ -64,6 +64,6 @@ rels
 check '! grep -q InstanceID /tmp/rels.json' "no relationship remains"
 check 'dmsetup table lio-replica-v1-so-tgt | grep -q " linear "' "the target is back on linear"
 check 'shim_table src | grep -q " linear "' "the source is back on linear"
-fill_random "$SD" 4 20
-check '[ "$(md5dev "$SD" "$MB")" = "$(md5dev "$SRC" "$MB")" ]' "the LUN still serves, straight from the source disk"
+lun_fill "$SD" 4 20
+check '[ "$(lun_md5 "$SD" "$MB")" = "$(md5dev "$SRC" "$MB")" ]' "the LUN still serves, straight from the source disk"
 initiator_logout "$IQN"

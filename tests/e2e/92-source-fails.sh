@@ -1,6 +1,6 @@
 #!/bin/sh
 # Sync (CopyType 3) when the *source* disk fails, with a live initiator writing. (a) After the
-# initial copy: the mirror holds the writes for the failed leg; the daemon moves the source's
+# initial copy (and a daemon restart since): the mirror holds the writes for the failed leg; the daemon moves the source's
 # real device onto the target's disk (noflush: the held writes complete there), so the LUN
 # keeps serving with its identity and no I/O error; the target's own backstore is fenced; the
 # relationship is Broken saying where the LUN runs; Detach leaves the source on that disk.
@@ -30,6 +30,10 @@ SERIAL=$(vpd_serial "$SD")
 log "--- (a) the source's disk fails after the initial copy"
 run lr attach block/src block/tgt --copy-type sync --wait > /dev/null
 check '[ $? -eq 0 ]' "Sync mirror in sync"
+# a restarted daemon knows the target is whole from the kernel's in-sync count
+daemon_kill9 && daemon_start
+wait_for 20 'grep -q "mirror seen in sync after a restart" "$LR_LOG"'
+check 'grep -q "mirror seen in sync after a restart" "$LR_LOG"' "the restarted daemon sees the mirror in sync"
 IT=$(io_iterations)
 dm_swap e2e-sleg "0 $N error"
 wait_for 30 broken

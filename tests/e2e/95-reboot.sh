@@ -31,11 +31,7 @@ devno() { # DEV: major:minor, as dm tables write it
 }
 lr_table() { dmsetup table "lio-replica-v1-$1" 2>/dev/null; }
 
-mkdir -p "$PERSIST"
-if [ "$LIO_BOOT" = 1 ]; then
-  run mke2fs -q "$SDISK" || fail "mke2fs $SDISK"
-fi
-run mount -t ext2 "$SDISK" "$PERSIST" || { fail "cannot mount the state disk"; exit 1; }
+persist_mount "$SDISK" "$PERSIST" || exit 1
 
 if [ "$LIO_BOOT" = 1 ]; then
   fill_random "$SRC" 24 16
@@ -82,7 +78,7 @@ if [ "$LIO_BOOT" = 1 ]; then
   cat "$NOTES" >&9
   # no clean shutdown: the daemon dies, the VM powers off with the LUN still logged in
   daemon_kill9
-  umount "$PERSIST"
+  sync # (no unmount: a power-off; a metadata file there may be held)
   exit 0
 fi
 
@@ -152,4 +148,4 @@ check '[ "$(io_errors)" -eq 0 ]' "no I/O error at the initiator after the reboot
 check '[ "$(md5dev "$TGT" "$MB")" = "$(md5dev "$SRC" "$MB")" ]' "target leg == source leg"
 initiator_logout "$IQN"
 daemon_stop
-umount "$PERSIST"
+persist_umount "$PERSIST"

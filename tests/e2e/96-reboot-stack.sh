@@ -21,9 +21,7 @@ SDISK=$(by_serial lr-state) || { fail "no state disk (serial lr-state)"; exit 1;
 
 region() { dd if="$1" bs=1M skip=$R_AT count=$R_MB iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1; }
 
-mkdir -p "$PERSIST"
-[ "$LIO_BOOT" != 1 ] || run mke2fs -q "$SDISK" || fail "mke2fs $SDISK"
-run mount -t ext2 "$SDISK" "$PERSIST" || { fail "cannot mount the state disk"; exit 1; }
+persist_mount "$SDISK" "$PERSIST" || exit 1
 
 if [ "$LIO_BOOT" = 1 ]; then
   fill_random "$SRC" "$MB"
@@ -37,17 +35,17 @@ if [ "$LIO_BOOT" = 1 ]; then
   H1=$(region "$SD")
   run lr attach block/src block/s1 --copy-type unsyncassoc
   check '[ $? -eq 0 ]' "snapshot s1"
-  fill_random "$SD" 8 16
+  lun_fill "$SD" 8 16
   run lr attach block/src block/m --copy-type sync --wait > /dev/null
   check '[ $? -eq 0 ]' "Sync mirror src -> m in sync"
   H2=$(region "$SD")
   run lr attach block/src block/s2 --copy-type unsyncassoc
   check '[ $? -eq 0 ]' "snapshot s2"
-  fill_random "$SD" 8 24
-  H3=$(md5dev "$SD")
+  lun_fill "$SD" 8 24
+  H3=$(lun_md5 "$SD")
   run lr attach block/src block/s3 --copy-type unsyncassoc
   check '[ $? -eq 0 ]' "snapshot s3"
-  fill_random "$SD" $((MB - 16)) 16       # most of the source changes after s3
+  lun_fill "$SD" $((MB - 16)) 16       # most of the source changes after s3
   initiator_logout "$IQN"
   run lr --json restore src/s3 > /tmp/restore.json
   check '[ "$(jfield ReturnValue < /tmp/restore.json)" = 4096 ]' "restore of s3 started"
@@ -56,7 +54,7 @@ if [ "$LIO_BOOT" = 1 ]; then
   log "merge status at the power-off: $ST"
   check 'echo "$ST" | grep -q " snapshot-merge "' "the merge is running at the power-off"
   printf 'H1=%s\nH2=%s\nH3=%s\n' "$H1" "$H2" "$H3" > "$NOTES"
-  umount "$PERSIST"
+  sync # (no unmount: a power-off; a metadata file there may be held)
   exit 0
 fi
 

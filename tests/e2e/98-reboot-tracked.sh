@@ -27,11 +27,7 @@ dmsetup create e2e-vol --uuid E2E-VOL-98 --table "0 $FULL linear $(disk 0) 0" ||
   fail "cannot create e2e-vol"
 SRC=/dev/mapper/e2e-vol
 
-mkdir -p "$PERSIST"
-if [ "$LIO_BOOT" = 1 ]; then
-  run mke2fs -q "$SDISK" || fail "mke2fs $SDISK"
-fi
-run mount -t ext2 "$SDISK" "$PERSIST" || { fail "cannot mount the state disk"; exit 1; }
+persist_mount "$SDISK" "$PERSIST" || exit 1
 
 if [ "$LIO_BOOT" = 1 ]; then
   fill_random "$SRC" "$SMB"
@@ -52,7 +48,6 @@ if [ "$LIO_BOOT" = 1 ]; then
   done &
   sleep 2
   daemon_kill9
-  umount "$PERSIST"
   power_cut
 fi
 
@@ -62,6 +57,8 @@ run lio-replica restore-devices --state-dir "$STATE" > /tmp/restore.out 2>&1
 check '[ $? -eq 0 ]' "restore-devices exits 0"
 cat /tmp/restore.out >&9
 check 'real_table src | grep " raid1 " | grep -vq write_mostly' "the raid1 is back: $(real_table src)"
+check 'dmsetup table lio-replica-v1-meta0-src | grep -q " linear 7:" && grep -qs meta0-src /sys/block/loop*/loop/backing_file' \
+  "the source leg's metadata file is bound to a loop device again: $(dmsetup table lio-replica-v1-meta0-src)"
 in_sync() { _st=$(dmsetup status lio-replica-v1-real-src); echo "$_st" | grep -q " AA \([0-9]*\)/\1 idle "; }
 wait_for 120 in_sync
 check in_sync "md has resynchronised: $(dmsetup status lio-replica-v1-real-src)"
@@ -79,4 +76,4 @@ check '[ "$(jfield ChangeTracking < /tmp/rels.json)" = true ]' "and change-track
 run lr detach src/tgt
 check '[ $? -eq 0 ]' "detach exits 0"
 daemon_stop
-umount "$PERSIST"
+persist_umount "$PERSIST"

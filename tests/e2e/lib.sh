@@ -139,6 +139,22 @@ trap _e2e_exit EXIT
 # the VM stops at once (the host's isa-debug-exit port, as scripts/vm/init ends a boot), so
 # nothing is flushed and md cannot mark its arrays clean (its reboot notifier would on a
 # poweroff). The scenario's result so far is reported as scripts/vm/init reports it.
+# persist_mount DISK DIR: the state disk of a reboot scenario, a journalled ext4 (made at boot
+# 1; it has to survive a power cut with the daemon's files open), mounted on DIR
+persist_mount() {
+  if [ "$LIO_BOOT" = 1 ]; then
+    run mkfs.ext4 -q -F "$1" || { fail "mkfs.ext4 $1"; return 1; }
+  fi
+  mkdir -p "$2"
+  run mount -t ext4 "$1" "$2" || { fail "cannot mount the state disk"; return 1; }
+}
+
+# persist_umount DIR: at the end, nothing of ours holds a file there any more
+persist_umount() {
+  _e2e_dir=$1
+  check 'umount "$_e2e_dir"' "the state disk unmounts: nothing holds a file on it"
+}
+
 power_cut() {
   _e2e_rc=0
   [ "$(failures)" -eq 0 ] || _e2e_rc=1
@@ -173,6 +189,16 @@ md5dev() {
 fill_random() {
   dd if=/dev/urandom of="$1" bs=1M count="$2" seek="${3:-0}" oflag=direct conv=notrunc 2>/dev/null ||
     { fail "fill_random $*: dd failed"; return 1; }
+}
+
+# lun_fill DEV MiB [SEEK_MiB] and lun_md5 DEV [MiB]: fill_random and md5dev on the initiator's
+# side, for the device a login gave (on another host under INITIATOR=ssh:HOST)
+lun_fill() {
+  on_initiator "dd if=/dev/urandom of=$1 bs=1M count=$2 seek=${3:-0} oflag=direct conv=notrunc 2>/dev/null" ||
+    { fail "lun_fill $*: dd failed"; return 1; }
+}
+lun_md5() {
+  on_initiator "dd if=$1 bs=1M ${2:+count=$2} iflag=direct 2>/dev/null | md5sum" | cut -d' ' -f1
 }
 
 # dev_sectors DEV: size in 512-byte sectors (what a dm table wants)
