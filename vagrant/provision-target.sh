@@ -18,9 +18,9 @@ systemctl restart systemd-modules-load.service
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
 # LIO's saved configuration, restored at boot (Debian's unit for it)
 systemctl enable rtslib-fb-targetctl.service
-# the newest package built on the host
+# the package named by LIO_DEB (a file in target/deb), else the newest built on the host
 # shellcheck disable=SC2012 # (names made by scripts/build-deb)
-deb=$(ls -t /vagrant/target/deb/lio-replica_*.deb | head -n 1)
+deb=/vagrant/target/deb/${LIO_DEB:-$(ls -t /vagrant/target/deb/lio-replica_*.deb | head -n 1 | xargs basename)}
 dpkg -i "$deb"
 systemctl is-active --quiet lio-replica.service || systemctl start lio-replica.service
 install -d -m 0700 /root/.ssh

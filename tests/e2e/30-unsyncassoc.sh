@@ -41,7 +41,7 @@ lio_export tgt "$IQN2"
 SD2=$(initiator_login "$IQN2")
 H_T=$(on_initiator "dd if=$SD2 bs=1M skip=16 count=24 iflag=direct 2>/dev/null | md5sum" | cut -d' ' -f1)
 check '[ "$H_T" = "$H_R" ]' "the target LUN shows the point-in-time image of region R"
-check 'io_verify "$SD2"' "the target LUN shows the writer's slots as they were"
+check 'io_verify_lun "$SD2"' "the target LUN shows the writer's slots as they were"
 initiator_logout "$IQN2"
 lio_unexport "$IQN2"
 

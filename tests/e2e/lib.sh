@@ -194,7 +194,8 @@ fill_random() {
 # lun_fill DEV MiB [SEEK_MiB] and lun_md5 DEV [MiB]: fill_random and md5dev on the initiator's
 # side, for the device a login gave (on another host under INITIATOR=ssh:HOST)
 lun_fill() {
-  on_initiator "dd if=/dev/urandom of=$1 bs=1M count=$2 seek=${3:-0} oflag=direct conv=notrunc 2>/dev/null" ||
+  # (a disk that went away must not become a regular file in /dev)
+  on_initiator "[ -b $1 ] && dd if=/dev/urandom of=$1 bs=1M count=$2 seek=${3:-0} oflag=direct conv=notrunc 2>/dev/null" ||
     { fail "lun_fill $*: dd failed"; return 1; }
 }
 lun_md5() {
