@@ -23,12 +23,14 @@ reset() {
   pkill -x lio-replica 2> /dev/null && sleep 1
   targetctl clear > /dev/null 2>&1
   # ours and the scenarios' own, stacked: remove what is unused until nothing moves
+  ours() { dmsetup ls 2> /dev/null | awk '$1 ~ /^(lio-replica-v1-|e2e-)/ {print $1}'; }
   for _ in 1 2 3 4 5 6; do
-    left=$(dmsetup ls 2> /dev/null | awk '$1 ~ /^(lio-replica-v1-|e2e-)/ {print $1}')
+    left=$(ours)
     [ -n "$left" ] || break
     for d in $left; do dmsetup remove "$d" > /dev/null 2>&1; done
   done
   rm -rf /var/lib/lio-replica/* /tmp/e2e /tmp/e2e-io
+  left=$(ours)
   [ -z "$left" ] || echo "reset: still present: $left"
 }
 

@@ -224,13 +224,6 @@ mod tests {
         symlink(&d, sys.join("dev/block").join(devno)).unwrap();
     }
 
-    fn vda_loop_file(sb: &SysBlock) -> Option<PathBuf> {
-        sb.identity(d("254:0"))
-            .unwrap()
-            .loop_file()
-            .map(Path::to_path_buf)
-    }
-
     #[test]
     fn identities_from_sysfs() {
         let t = tempfile::tempdir().unwrap();
@@ -312,7 +305,7 @@ mod tests {
             lo.loop_file(),
             Some(Path::new("/var/lib/lio-replica/raid-meta/meta0-a.img"))
         );
-        assert_eq!(vda_loop_file(&sb), None);
+        assert_eq!(sb.identity(d("254:0")).unwrap().loop_file(), None);
         // a disk with nothing stable is never found again, even by its own name and size
         let sdb = sb.identity(d("8:16")).unwrap();
         assert!(sdb.ids.is_empty());

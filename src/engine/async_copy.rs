@@ -143,9 +143,8 @@ pub(crate) fn create_metadata<'a>(
             (0, Some(dir)) => Some(names::meta_file(dir, &name)),
             _ => None,
         };
-        // held until the dm device over it holds it
-        let mut bound = None;
-        let (device, offset) = match &file {
+        // `bound` is held until the dm device over it holds the loop device
+        let (device, offset, bound) = match &file {
             Some(f) => {
                 let undo = f.clone();
                 p.step(
@@ -154,11 +153,9 @@ pub(crate) fn create_metadata<'a>(
                     move || remove_meta_file(&undo),
                 )?;
                 let d = i.dm.attach_file(f)?;
-                let devno = d.devno;
-                bound = Some(d);
-                (devno, 0)
+                (d.devno, 0, Some(d))
             }
-            None => (rel.tgt_raw, (rel.sectors + meta * k as u64).0),
+            None => (rel.tgt_raw, (rel.sectors + meta * k as u64).0, None),
         };
         let table = vec![TableLine {
             start: Sectors(0),

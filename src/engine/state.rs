@@ -447,11 +447,9 @@ fn bind_loop_files(dm: &dyn DmBackend, st: &SavedState, state_dir: &Path) -> Vec
         if dm.find_disks(id).is_ok_and(|f| !f.is_empty()) {
             continue;
         }
+        // (the backend logs the binding)
         match dm.attach_file(file) {
-            Ok(d) => {
-                info!(device = %d.devno, file = %file.display(), "bound a saved metadata file again");
-                out.push(d);
-            }
+            Ok(d) => out.push(d),
             Err(e) => {
                 warn!(file = %file.display(), error = %e, "cannot bind a saved metadata file")
             }

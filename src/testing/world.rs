@@ -291,7 +291,7 @@ impl World {
     /// followed by the metadata files in the state directory, sorted.
     pub fn state(&self) -> (Vec<String>, Vec<String>) {
         let mut dm = self.sim.listing().unwrap();
-        let meta = self.dir.path().join("state/raid-meta");
+        let meta = crate::engine::names::meta_dir(&self.dir.path().join("state"));
         let mut files: Vec<String> = std::fs::read_dir(&meta)
             .into_iter()
             .flatten()

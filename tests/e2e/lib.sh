@@ -135,10 +135,6 @@ _e2e_exit() {
 }
 trap _e2e_exit EXIT
 
-# power_cut: end this boot of a rebooting scenario as a power failure would, with no shutdown:
-# the VM stops at once (the host's isa-debug-exit port, as scripts/vm/init ends a boot), so
-# nothing is flushed and md cannot mark its arrays clean (its reboot notifier would on a
-# poweroff). The scenario's result so far is reported as scripts/vm/init reports it.
 # persist_mount DISK DIR: the state disk of a reboot scenario, a journalled ext4 (made at boot
 # 1; it has to survive a power cut with the daemon's files open), mounted on DIR
 persist_mount() {
@@ -155,6 +151,10 @@ persist_umount() {
   check 'umount "$_e2e_dir"' "the state disk unmounts: nothing holds a file on it"
 }
 
+# power_cut: end this boot of a rebooting scenario as a power failure would, with no shutdown:
+# the VM stops at once (the host's isa-debug-exit port, as scripts/vm/init ends a boot), so
+# nothing is flushed and md cannot mark its arrays clean (its reboot notifier would on a
+# poweroff). The scenario's result so far is reported as scripts/vm/init reports it.
 power_cut() {
   _e2e_rc=0
   [ "$(failures)" -eq 0 ] || _e2e_rc=1
